@@ -1,0 +1,37 @@
+# Two entry points for a fresh Debian 12 machine (as root):
+#   make demo   install, then plan -> apply -> plan (no changes) of playbooks/demo.yml locally
+#   make test   install everything the tests need (apt, pip), then run the whole suite
+PYTHON ?= python3
+DEMO_DIR ?= /tmp/provision-demo
+PYTEST_ARGS ?=
+
+.PHONY: install install-test demo test lint native clean
+
+install:
+	$(PYTHON) -m pip install -q -e .
+
+install-test:
+	bash .ci/install.sh
+
+demo: install
+	@echo "== provision plan (first run: everything to create)"
+	provision plan playbooks/demo.yml -e demo_dir=$(DEMO_DIR)
+	@echo "== provision apply"
+	provision apply playbooks/demo.yml -e demo_dir=$(DEMO_DIR)
+	@echo "== provision plan again: must show no changes (exit 0 with --detailed-exitcode)"
+	provision plan playbooks/demo.yml -e demo_dir=$(DEMO_DIR) --detailed-exitcode
+
+native:
+	$(MAKE) -C native
+
+lint:
+	ruff check provisioner modules tests bench
+
+test: install-test
+	$(MAKE) -C native
+	ruff check provisioner modules tests bench
+	$(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+clean:
+	$(MAKE) -C native clean || true
+	rm -rf build dist *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""The impure edge: reading hosts, applying changes, checking convergence."""

@@ -1,0 +1,128 @@
+"""Applying the changes of one host in dependency order, then proving it:
+every changed resource is re-read and re-diffed; anything but no-op is a
+"did not converge" failure."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from modules import get_module
+from provisioner.connection.base import Connection
+from provisioner.engine.observe import observe
+from provisioner.errors import ProvisionError, Unreachable
+from provisioner.plan.diff import diff
+from provisioner.plan.model import Action, Change
+from provisioner.resource import Resource
+from provisioner.secret import REGISTRY
+
+
+@dataclass
+class Outcome:
+    address: str
+    action: Action
+    status: str  # "changed" | "failed" | "skipped" | "not converged"
+    message: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class HostReport:
+    host: str
+    status: str = "ok"  # ok | changed | failed | unreachable | stale
+    outcomes: list[Outcome] = field(default_factory=list)
+    error: str = ""
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> int:
+        return sum(1 for o in self.outcomes if o.status == "changed")
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for o in self.outcomes if o.status in ("failed", "not converged"))
+
+
+EventSink = Callable[[str, str], None]  # (host, text)
+
+
+def apply_host(conn: Connection, resources: Sequence[Resource], changes: Sequence[Change],
+               *, on_event: EventSink | None = None, should_stop: Callable[[], bool] | None = None,
+               timeout: float | None = None) -> HostReport:
+    started = time.monotonic()
+    report = HostReport(conn.host)
+    by_addr = {r.address: r for r in resources}
+    todo = [c for c in changes if c.action.changes]
+    # Deletes go last and in reverse dependency order: a file leaves before
+    # its directory, a container before its network.
+    ordered = [c for c in todo if c.action is not Action.DELETE]
+    ordered += list(reversed([c for c in todo if c.action is Action.DELETE]))
+    failed: set[str] = set()
+    for index, change in enumerate(ordered, 1):
+        if should_stop and should_stop():
+            report.outcomes.append(Outcome(change.address, change.action, "skipped",
+                                           "interrupted before it started"))
+            continue
+        blocked = [d for d in change.depends_on if d in failed]
+        if blocked:
+            failed.add(change.address)
+            report.outcomes.append(Outcome(change.address, change.action, "skipped",
+                                           f"depends on failed {blocked[0]}"))
+            continue
+        res = by_addr[change.address]
+        if on_event:
+            on_event(conn.host, f"[{index}/{len(ordered)}] {change.action.value} "
+                                f"{change.kind} {change.name}")
+        t0 = time.monotonic()
+        try:
+            get_module(change.kind).apply(conn, res, change)
+        except Unreachable:
+            raise
+        except ProvisionError as exc:
+            failed.add(change.address)
+            report.outcomes.append(Outcome(change.address, change.action, "failed",
+                                           REGISTRY.scrub(_strip_host(str(exc), conn.host)),
+                                           time.monotonic() - t0))
+            continue
+        except Exception as exc:  # a module bug must not take the other hosts down
+            failed.add(change.address)
+            report.outcomes.append(Outcome(change.address, change.action, "failed",
+                                           REGISTRY.scrub(f"{type(exc).__name__}: {exc}"),
+                                           time.monotonic() - t0))
+            continue
+        report.outcomes.append(Outcome(change.address, change.action, "changed", "",
+                                       time.monotonic() - t0))
+    _check_converged(conn, by_addr, report, timeout)
+    report.seconds = time.monotonic() - started
+    if report.failed:
+        report.status = "failed"
+        report.error = next(o.message for o in report.outcomes
+                            if o.status in ("failed", "not converged"))
+    elif report.changed:
+        report.status = "changed"
+    return report
+
+
+def _check_converged(conn: Connection, by_addr: dict[str, Resource], report: HostReport,
+                     timeout: float | None) -> None:
+    done = [o for o in report.outcomes if o.status == "changed"]
+    check = [by_addr[o.address] for o in done
+             if get_module(by_addr[o.address].kind).converges(by_addr[o.address].fields)]
+    if not check:
+        return
+    observed = observe(conn, check, timeout=timeout)
+    for outcome in done:
+        res = by_addr[outcome.address]
+        if res not in check:
+            continue
+        again = diff(get_module(res.kind), res, observed.get(res.address))
+        if again.action is not Action.NOOP:
+            outcome.status = "not converged"
+            outcome.message = (f"did not converge: after apply, a re-read still shows "
+                               f"{again.action.value} ({again.reason})")
+
+
+def _strip_host(message: str, host: str) -> str:
+    prefix = f"{host}: "
+    return message[len(prefix):] if message.startswith(prefix) else message

@@ -1,0 +1,74 @@
+"""The pure heart: (desired, observed) → Change. No I/O here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from provisioner.module import Module
+from provisioner.plan.model import Action, Change
+from provisioner.resource import Resource
+from provisioner.secret import Secret
+
+
+def fingerprint(observed: dict[str, Any] | None) -> str:
+    """Stable hash of an observed state (stored in plans for the stale check).
+
+    Secrets in observed state (rare: modules hash them) are folded in by
+    digest, so the fingerprint changes when they do but does not reveal them."""
+    blob = json.dumps(observed, sort_keys=True, default=_default).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return "secret:" + value.digest()
+    if isinstance(value, (bytes, bytearray)):
+        return "bytes:" + hashlib.sha256(value).hexdigest()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return str(value)
+
+
+def mask_like(desired: dict[str, Any], observed: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Where the spec holds a secret, the observed value is secret too: the
+    old password in a config file is as sensitive as the new one."""
+    if observed is None:
+        return None
+    masked = dict(observed)
+    for key, want in desired.items():
+        if isinstance(want, Secret) and key in masked and masked[key] is not None:
+            if not isinstance(masked[key], Secret):
+                masked[key] = Secret(str(masked[key]))
+    return masked
+
+
+def diff(module: Module, res: Resource, observed: dict[str, Any] | None) -> Change:
+    desired = res.fields
+    base = dict(address=res.address, host=res.host, kind=res.kind, name=res.name,
+                fingerprint=fingerprint(observed), depends_on=list(res.depends_on))
+    observed = mask_like(desired, observed)
+    if module.wants_absent(desired):
+        if observed is None:
+            return Change(action=Action.NOOP, before=None, after=None,
+                          reason="absent, as declared", **base)
+        return Change(action=Action.DELETE, before=observed, after=None,
+                      changed_fields=[], reason="declared absent",
+                      notes=module.notes(desired, observed, []), **base)
+    if observed is None:
+        return Change(action=Action.CREATE, before=None, after=desired,
+                      changed_fields=[k for k in desired if desired[k] is not None],
+                      reason="does not exist", notes=module.notes(desired, None, []), **base)
+    changed = module.compare(desired, observed)
+    if not changed:
+        return Change(action=Action.NOOP, before=observed, after=desired, reason="up to date",
+                      **base)
+    forcing = module.forces_replace(desired, observed, changed)
+    notes = module.notes(desired, observed, changed)
+    if forcing:
+        return Change(action=Action.REPLACE, before=observed, after=desired,
+                      changed_fields=changed, replace_fields=forcing,
+                      reason=", ".join(forcing) + " cannot change in place", notes=notes, **base)
+    return Change(action=Action.UPDATE, before=observed, after=desired, changed_fields=changed,
+                  reason=", ".join(changed) + " differ", notes=notes, **base)

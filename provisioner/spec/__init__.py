@@ -1,0 +1,1 @@
+"""Loading a playbook: YAML with line marks → templated → validated resources."""
