@@ -155,6 +155,6 @@ class FileModule(Module):
             mode = observed.get("mode") if observed else 0o644
         if change.action is Action.CREATE or "content" in change.changed_fields:
             conn.put(path, _content_bytes(desired["content"]), mode=mode)
-            set_ownership(conn, path, desired, None)
+            set_ownership(conn, path, {**desired, "mode": None}, None)  # put set the mode
         else:
             set_ownership(conn, path, desired, observed)

@@ -81,6 +81,8 @@ def common_options(func):  # type: ignore[no-untyped-def]
                      help="known_hosts file (default ~/.ssh/known_hosts)."),
         click.option("--accept-new-host-keys", is_flag=True,
                      help="Trust and record keys of hosts not yet in known_hosts."),
+        click.option("-t", "--target", "targets", multiple=True, metavar="ADDRESS",
+                     help="Only this resource (host/kind/name) and what it depends on."),
         click.option("-v", "--verbose", is_flag=True, help="Show each step and command."),
     ]
     for option in reversed(options):
@@ -122,15 +124,28 @@ def _prepare(playbook: str, opts: dict[str, Any]):  # type: ignore[no-untyped-de
     inventory = _load_inventory(opts["inventory"])
     extra = _parse_extra_vars(opts["extra_vars"])
     spec = load_spec(playbook, inventory, extra, opts["limit"])
-    return inventory, spec, ordered_resources(spec)
+    ordered = ordered_resources(spec)
+    if opts.get("targets"):
+        from provisioner.engine.runner import select_targets
+
+        ordered = select_targets(ordered, list(opts["targets"]))
+        spec.hosts = [h for h in spec.hosts if h in ordered]
+        for play in spec.plays:  # a targeted run never prunes
+            play.prune = False
+    return inventory, spec, ordered
 
 
 def _runner(inventory: Any, opts: dict[str, Any]):  # type: ignore[no-untyped-def]
     from provisioner.engine.runner import Runner, RunOptions
     from provisioner.ui.progress import make_progress
 
+    if opts["verbose"]:
+        from provisioner.log import enable_command_log
+
+        enable_command_log()
     options = RunOptions(forks=opts["forks"], ssh=_ssh_options(opts),
-                         command_timeout=opts["timeout"])
+                         command_timeout=opts["timeout"],
+                         lock_wait=opts.get("lock_wait") or 0.0)
     return Runner(inventory, options, make_progress(opts["verbose"]))
 
 
@@ -193,15 +208,21 @@ def plan(playbook: str, out: str | None, as_json: bool, detailed_exitcode: bool,
 @click.argument("source", type=click.Path(dir_okay=False))
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--lock-wait", type=float, default=0.0, show_default=True, metavar="SECONDS",
+              help="Wait this long for another apply's lock on a host.")
 def apply(source: str, as_json: bool, **opts: Any) -> None:
     """Apply PLAYBOOK (plan and apply at once) or a saved plan.json."""
+    from provisioner.engine.journal import interrupted_runs, mark_reported
     from provisioner.plan import codec
     from provisioner.ui.console import Console
     from provisioner.ui.render import render_plan
-    from provisioner.ui.summary import render_summary, reports_to_json
+    from provisioner.ui.summary import render_interrupted, render_summary, reports_to_json
 
     started = time.monotonic()
     console = Console()
+    for info in interrupted_runs():
+        render_interrupted(Console(sys.stderr), info)
+        mark_reported(info)
     saved = source.endswith(".json")
     try:
         if saved:
@@ -220,6 +241,8 @@ def apply(source: str, as_json: bool, **opts: Any) -> None:
                 the_plan = runner.plan(spec, ordered)
                 if not as_json:
                     render_plan(console, the_plan)
+                if runner.stop_requested.is_set():
+                    _fail("interrupted while planning; nothing was applied")
             if saved and spec.digest() != the_plan.spec_digest:
                 _fail(f"{source}: the spec {the_plan.spec_path} changed since this plan was "
                       "made; plan again")
@@ -236,7 +259,57 @@ def apply(source: str, as_json: bool, **opts: Any) -> None:
     else:
         render_summary(console, reports, elapsed)
     if any(r.status != "ok" and r.status != "changed" for r in reports.values()):
+        sys.exit(130 if runner.stop_requested.is_set() else 1)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("playbook", type=click.Path(dir_okay=False))
+@common_options
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--plan-only", is_flag=True, help="Show what would be destroyed and stop.")
+def destroy(playbook: str, yes: bool, plan_only: bool, **opts: Any) -> None:
+    """Delete everything PLAYBOOK declares (and owned resources it no longer
+    declares). Commands are skipped: they have nothing to undo."""
+    from provisioner.engine.prune import destroy_view
+    from provisioner.ui.console import Console
+    from provisioner.ui.render import render_plan
+    from provisioner.ui.summary import render_summary
+
+    started = time.monotonic()
+    console = Console()
+    try:
+        inventory, spec, ordered = _prepare(playbook, opts)
+        for play in spec.plays:
+            play.prune = True
+            kinds = {r.kind for r in spec.resources if r.host in play.hosts}
+            play.prune_kinds = sorted(set(play.prune_kinds) | {
+                k for k in kinds if _ownable(k)})
+        ordered = {h: destroy_view(rs) for h, rs in ordered.items()}
+        runner = _runner(inventory, opts)
+        try:
+            the_plan = runner.plan(spec, ordered)
+            render_plan(console, the_plan)
+            if plan_only or not the_plan.has_changes():
+                return
+            if not yes:
+                if not sys.stdin.isatty():
+                    _fail("destroy needs --yes when not run from a terminal")
+                click.confirm("Destroy all of the above?", abort=True)
+            reports = runner.apply(spec, the_plan, saved=False, ordered=ordered)
+        finally:
+            runner.close()
+    except ProvisionError as exc:
+        _fail(str(exc))
+    render_summary(console, reports, time.monotonic() - started)
+    if any(r.status not in ("ok", "changed") for r in reports.values()):
         sys.exit(1)
+
+
+def _ownable(kind: str) -> bool:
+    from modules import get_module
+    from provisioner.module import Module
+
+    return type(get_module(kind)).list_owned is not Module.list_owned
 
 
 @main.command(context_settings=CONTEXT)

@@ -27,6 +27,18 @@ class Result:
         return self.stderr.decode("utf-8", "replace")
 
 
+class Held(abc.ABC):
+    """A process kept running on a host (see Connection.hold)."""
+
+    @abc.abstractmethod
+    def readline(self, timeout: float) -> str:
+        """The next line of its stdout ('' at EOF)."""
+
+    @abc.abstractmethod
+    def close(self) -> int | None:
+        """Close its stdin and wait for it; returns the exit status if known."""
+
+
 class Connection(abc.ABC):
     """One persistent connection to one host.
 
@@ -82,6 +94,13 @@ class Connection(abc.ABC):
             except Exception:  # closing is best effort; the transport goes anyway
                 pass
         self.cache.clear()
+
+    def hold(self, argv: Sequence[str], *, sudo: bool | None = None) -> "Held":
+        """Start argv and keep it running until Held.close(): its stdin stays
+        open, so a process that waits on stdin (a lock holder) lives exactly
+        as long as we do — even if we are killed, the connection drops and
+        it gets EOF."""
+        raise NotImplementedError(f"{type(self).__name__} cannot hold processes")
 
     def forward(self, remote_socket: str, bridge: Sequence[str] | None = None) -> str:
         """Expose a unix socket of the host as a local unix socket path.

@@ -7,8 +7,9 @@ import subprocess
 import tempfile
 from typing import Sequence
 
-from provisioner.connection.base import Connection, Result
+from provisioner.connection.base import Connection, Held, Result
 from provisioner.errors import HostError
+from provisioner.log import log_command, log_put
 
 
 class LocalConnection(Connection):
@@ -26,6 +27,7 @@ class LocalConnection(Connection):
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, sudo: bool | None = None,
             timeout: float | None = None) -> Result:
         self.commands_run += 1
+        log_command(self.host, argv, bool(self.become if sudo is None else sudo))
         try:
             proc = subprocess.run(self._wrap(argv, sudo), input=stdin or b"", capture_output=True,
                                   timeout=timeout, check=False)
@@ -36,6 +38,7 @@ class LocalConnection(Connection):
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
     def put(self, path: str, data: bytes, *, mode: int | None = None) -> None:
+        log_put(self.host, path, len(data), mode)
         if self.become and os.geteuid() != 0:
             from provisioner.connection.atomic import put_via_shell
 
@@ -60,5 +63,34 @@ class LocalConnection(Connection):
         with open(path, "rb") as fh:
             return fh.read()
 
+    def hold(self, argv: Sequence[str], *, sudo: bool | None = None) -> Held:
+        log_command(self.host, argv, bool(self.become if sudo is None else sudo))
+        proc = subprocess.Popen(self._wrap(argv, sudo), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        return _LocalHeld(proc)
+
     def forward(self, remote_socket: str, bridge: Sequence[str] | None = None) -> str:
         return remote_socket  # already local
+
+
+class _LocalHeld(Held):
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+
+    def readline(self, timeout: float) -> str:
+        import select
+
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            return ""
+        return self.proc.stdout.readline().decode("utf-8", "replace")
+
+    def close(self) -> int | None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            return self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None

@@ -13,15 +13,21 @@ import os
 import select
 import shlex
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Sequence
 
-import paramiko
+# paramiko.config imports `invoke` (only for `Match exec` in ssh_config, which
+# we never read) at a cost of ~100 ms per run; block it so paramiko skips it.
+sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
 
-from provisioner.connection.base import Connection, Result
+import paramiko  # noqa: E402
+
+from provisioner.connection.base import Connection, Held, Result
 from provisioner.errors import HostError, HostKeyRejected, Unreachable
+from provisioner.log import log_command, log_put
 
 _key_cache: dict[str, paramiko.PKey] = {}
 _known_hosts_cache: dict[str, paramiko.HostKeys] = {}
@@ -217,6 +223,7 @@ class SshConnection(Connection):
         timeout = timeout if timeout is not None else self.options.command_timeout
         command = self._command(argv, sudo)
         self.commands_run += 1
+        log_command(self.host, argv, bool(self.become if sudo is None else sudo))
         with self._channels:
             try:
                 chan = self.transport.open_session(timeout=self.options.connect_timeout)
@@ -281,6 +288,7 @@ class SshConnection(Connection):
             return self._sftp
 
     def put(self, path: str, data: bytes, *, mode: int | None = None) -> None:
+        log_put(self.host, path, len(data), mode)
         if self.become and self.user != "root":
             from provisioner.connection.atomic import put_via_shell
 
@@ -312,6 +320,15 @@ class SshConnection(Connection):
             except OSError as exc:
                 raise HostError(self.host, f"cannot read {path}: {exc.strerror or exc}") from None
 
+    def hold(self, argv: Sequence[str], *, sudo: bool | None = None) -> Held:
+        log_command(self.host, argv, bool(self.become if sudo is None else sudo))
+        try:
+            chan = self.transport.open_session(timeout=self.options.connect_timeout)
+            chan.exec_command(self._command(argv, sudo))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise Unreachable(self.host, f"cannot open an SSH channel: {exc}") from None
+        return _SshHeld(chan)
+
     # -- sockets -------------------------------------------------------------
     def forward(self, remote_socket: str, bridge: Sequence[str] | None = None) -> str:
         from provisioner.connection.forward import SocketForward
@@ -328,3 +345,36 @@ class SshConnection(Connection):
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+
+
+class _SshHeld(Held):
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self.chan = chan
+        self._buf = b""
+
+    def readline(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return ""
+            ready, _, _ = select.select([self.chan], [], [], remaining)
+            if ready and self.chan.recv_ready():
+                data = self.chan.recv(4096)
+                if not data:
+                    break
+                self._buf += data
+            elif self.chan.eof_received and not self.chan.recv_ready():
+                break
+        line, sep, rest = self._buf.partition(b"\n")
+        self._buf = rest
+        return (line + sep).decode("utf-8", "replace")
+
+    def close(self) -> int | None:
+        try:
+            self.chan.shutdown_write()
+            if self.chan.status_event.wait(10):
+                return self.chan.recv_exit_status()
+            return None
+        finally:
+            self.chan.close()

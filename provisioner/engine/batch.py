@@ -1,8 +1,10 @@
 """All the probes of a host in one remote script: one round trip per host.
 
 Each probe's argv is quoted with shlex.join; the script only adds fixed
-framing. Output frames are delimited by a random nonce so no file content
-can forge a frame boundary.
+framing. Frames are delimited by a random nonce so no file content can forge
+a boundary. stdout and stderr are framed on their own streams with shell
+builtins (printf), so the framing itself spawns no process: on a busy host
+every fork counts.
 """
 
 from __future__ import annotations
@@ -16,35 +18,39 @@ from provisioner.errors import HostError
 
 
 def build_script(probes: Sequence[Sequence[str]], nonce: str) -> str:
-    lines = ['t=$(mktemp) || exit 97', 'trap \'rm -f "$t"\' EXIT']
+    lines = []
     for i, argv in enumerate(probes):
         tag = f"@@{nonce}@@ {i}"
-        lines.append(f"printf '%s\\n' '{tag} o'")
-        lines.append(f"{shlex.join(argv)} </dev/null 2>\"$t\"")
-        lines.append(f"printf '\\n%s %d\\n' '{tag} r' \"$?\"")
-        lines.append(f"printf '%s\\n' '{tag} e'; cat \"$t\"; printf '\\n%s\\n' '{tag} x'")
+        lines.append(f"printf '%s\\n' '{tag} o'; printf '%s\\n' '{tag} e' >&2")
+        lines.append(f"{shlex.join(argv)} </dev/null")
+        lines.append(f"printf '\\n%s %d\\n' '{tag} r' \"$?\"; printf '\\n%s\\n' '{tag} x' >&2")
     return "\n".join(lines) + "\n"
 
 
-def parse_output(stdout: bytes, count: int, nonce: str) -> list[Result]:
-    results: list[Result] = []
+def _frames(data: bytes, count: int, nonce: str, start_suffix: bytes,
+            end_suffix: bytes) -> list[tuple[bytes, bytes]]:
+    """Split a stream into per-probe (body, trailer) by the nonce tags."""
+    out = []
     pos = 0
     for i in range(count):
         tag = f"@@{nonce}@@ {i}".encode()
-        start = stdout.find(tag + b" o\n", pos)
+        start = data.find(tag + start_suffix + b"\n", pos)
         if start < 0:
             raise ValueError(f"probe {i}: output frame missing")
-        body = start + len(tag) + 3
-        rc_at = stdout.find(b"\n" + tag + b" r ", body)
-        if rc_at < 0:
-            raise ValueError(f"probe {i}: no exit status")
-        rc_end = stdout.find(b"\n", rc_at + len(tag) + 4)
-        rc = int(stdout[rc_at + len(tag) + 4:rc_end])
-        err_start = stdout.find(tag + b" e\n", rc_end) + len(tag) + 3
-        err_end = stdout.find(b"\n" + tag + b" x\n", err_start)
-        results.append(Result(rc, stdout[body:rc_at], stdout[err_start:err_end]))
-        pos = err_end + len(tag) + 4
-    return results
+        body = start + len(tag) + len(start_suffix) + 1
+        end = data.find(b"\n" + tag + end_suffix, body)
+        if end < 0:
+            raise ValueError(f"probe {i}: output frame not closed")
+        trailer_end = data.find(b"\n", end + 1 + len(tag) + len(end_suffix))
+        out.append((data[body:end], data[end + 1 + len(tag) + len(end_suffix):trailer_end]))
+        pos = trailer_end
+    return out
+
+
+def parse_output(stdout: bytes, stderr: bytes, count: int, nonce: str) -> list[Result]:
+    outs = _frames(stdout, count, nonce, b" o", b" r ")
+    errs = _frames(stderr, count, nonce, b" e", b" x")
+    return [Result(int(rc), body, err) for (body, rc), (err, _) in zip(outs, errs)]
 
 
 def run_batch(conn: Connection, probes: Sequence[Sequence[str]],
@@ -54,7 +60,7 @@ def run_batch(conn: Connection, probes: Sequence[Sequence[str]],
     nonce = os.urandom(8).hex()
     result = conn.run(["sh", "-c", build_script(probes, nonce)], timeout=timeout)
     try:
-        return parse_output(result.stdout, len(probes), nonce)
+        return parse_output(result.stdout, result.stderr, len(probes), nonce)
     except ValueError as exc:
         detail = result.err.strip().splitlines()[-1:] or ["no error output"]
         raise HostError(conn.host, f"reading state failed (rc {result.rc}: {detail[0]}; {exc})") from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from modules import get_module
 from provisioner.connection.base import Connection
@@ -16,6 +17,9 @@ from provisioner.plan.diff import diff
 from provisioner.plan.model import Action, Change
 from provisioner.resource import Resource
 from provisioner.secret import REGISTRY
+
+if TYPE_CHECKING:
+    from provisioner.engine.journal import Journal
 
 
 @dataclass
@@ -49,7 +53,7 @@ EventSink = Callable[[str, str], None]  # (host, text)
 
 def apply_host(conn: Connection, resources: Sequence[Resource], changes: Sequence[Change],
                *, on_event: EventSink | None = None, should_stop: Callable[[], bool] | None = None,
-               timeout: float | None = None) -> HostReport:
+               timeout: float | None = None, journal: "Journal | None" = None) -> HostReport:
     started = time.monotonic()
     report = HostReport(conn.host)
     by_addr = {r.address: r for r in resources}
@@ -59,43 +63,77 @@ def apply_host(conn: Connection, resources: Sequence[Resource], changes: Sequenc
     ordered = [c for c in todo if c.action is not Action.DELETE]
     ordered += list(reversed([c for c in todo if c.action is Action.DELETE]))
     failed: set[str] = set()
+
+    def record(outcome: Outcome) -> None:
+        report.outcomes.append(outcome)
+        if journal:
+            event = {"changed": "done", "skipped": "skipped"}.get(outcome.status, "failed")
+            journal.write(event, host=conn.host, address=outcome.address,
+                          action=outcome.action.value, message=outcome.message)
+
+    if journal:
+        for change in ordered:
+            journal.write("planned", host=conn.host, address=change.address,
+                          action=change.action.value)
     for index, change in enumerate(ordered, 1):
         if should_stop and should_stop():
-            report.outcomes.append(Outcome(change.address, change.action, "skipped",
-                                           "interrupted before it started"))
+            record(Outcome(change.address, change.action, "skipped",
+                           "interrupted before it started"))
             continue
         blocked = [d for d in change.depends_on if d in failed]
         if blocked:
             failed.add(change.address)
-            report.outcomes.append(Outcome(change.address, change.action, "skipped",
-                                           f"depends on failed {blocked[0]}"))
+            record(Outcome(change.address, change.action, "skipped",
+                           f"depends on failed {blocked[0]}"))
             continue
         res = by_addr[change.address]
         if on_event:
             on_event(conn.host, f"[{index}/{len(ordered)}] {change.action.value} "
                                 f"{change.kind} {change.name}")
         t0 = time.monotonic()
+        if journal:
+            journal.write("started", host=conn.host, address=change.address,
+                          action=change.action.value)
         try:
             get_module(change.kind).apply(conn, res, change)
-        except Unreachable:
-            raise
+        except Unreachable as exc:
+            failed.add(change.address)
+            record(Outcome(change.address, change.action, "failed",
+                           REGISTRY.scrub(exc.message), time.monotonic() - t0))
+            # nothing more can be done on this host; say what never started
+            for rest in ordered[index:]:
+                record(Outcome(rest.address, rest.action, "skipped", "host unreachable"))
+            report.status = "unreachable"
+            report.error = REGISTRY.scrub(exc.message)
+            report.seconds = time.monotonic() - started
+            return report
         except ProvisionError as exc:
             failed.add(change.address)
-            report.outcomes.append(Outcome(change.address, change.action, "failed",
-                                           REGISTRY.scrub(_strip_host(str(exc), conn.host)),
-                                           time.monotonic() - t0))
+            record(Outcome(change.address, change.action, "failed",
+                           REGISTRY.scrub(_strip_host(str(exc), conn.host)),
+                           time.monotonic() - t0))
             continue
         except Exception as exc:  # a module bug must not take the other hosts down
             failed.add(change.address)
-            report.outcomes.append(Outcome(change.address, change.action, "failed",
-                                           REGISTRY.scrub(f"{type(exc).__name__}: {exc}"),
-                                           time.monotonic() - t0))
+            record(Outcome(change.address, change.action, "failed",
+                           REGISTRY.scrub(f"{type(exc).__name__}: {exc}"),
+                           time.monotonic() - t0))
             continue
-        report.outcomes.append(Outcome(change.address, change.action, "changed", "",
-                                       time.monotonic() - t0))
-    _check_converged(conn, by_addr, report, timeout)
+        record(Outcome(change.address, change.action, "changed", "", time.monotonic() - t0))
+    try:
+        _check_converged(conn, by_addr, report, timeout)
+    except Unreachable as exc:
+        report.status = "unreachable"
+        report.error = REGISTRY.scrub(exc.message)
+        report.seconds = time.monotonic() - started
+        return report
     report.seconds = time.monotonic() - started
-    if report.failed:
+    skipped = [o for o in report.outcomes if o.status == "skipped"]
+    if skipped and not report.failed:
+        interrupted = any(o.message.startswith("interrupted") for o in skipped)
+        report.status = "interrupted" if interrupted else "failed"
+        report.error = f"{len(skipped)} change(s) not started: {skipped[0].message}"
+    elif report.failed:
         report.status = "failed"
         report.error = next(o.message for o in report.outcomes
                             if o.status in ("failed", "not converged"))

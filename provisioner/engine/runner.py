@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,10 @@ class RunOptions:
     forks: int = DEFAULT_FORKS
     ssh: Any = None  # SshOptions
     command_timeout: float | None = None
+    lock_wait: float = 0.0  # seconds to wait for another apply's host lock
+    lock: bool = True
+    journal_dir: str | None = None  # None: $PROVISION_STATE_DIR or ./.provision
+    journal: bool = True
 
 
 class Progress:
@@ -47,6 +52,33 @@ def ordered_resources(spec: Spec) -> dict[str, list[Resource]]:
     for res in spec.resources:
         per_host.setdefault(res.host, []).append(res)
     return {h: order(rs) for h, rs in per_host.items()}
+
+
+def select_targets(ordered: dict[str, list[Resource]],
+                   targets: list[str]) -> dict[str, list[Resource]]:
+    """Only the resources named by address, and what they depend on."""
+    from provisioner.errors import SpecError
+
+    all_addresses = {r.address: r for rs in ordered.values() for r in rs}
+    wanted: set[str] = set()
+    for target in targets:
+        if target not in all_addresses:
+            import difflib
+
+            close = difflib.get_close_matches(target, list(all_addresses), n=1)
+            hint = f", did you mean {close[0]}?" if close else ""
+            raise SpecError(f"--target {target}: no such resource in the spec{hint}")
+        stack = [target]
+        while stack:
+            address = stack.pop()
+            if address in wanted:
+                continue
+            wanted.add(address)
+            res = all_addresses[address]
+            implicit = get_module(res.kind).implicit_deps(res, ordered[res.host])
+            stack.extend(d for d in res.depends_on + implicit if d in all_addresses)
+    return {h: [r for r in rs if r.address in wanted] for h, rs in ordered.items()
+            if any(r.address in wanted for r in rs)}
 
 
 def plan_changes(resources: list[Resource], observed: dict[str, Any]) -> list[Change]:
@@ -101,8 +133,13 @@ class Runner:
         return results
 
     # -- plan ----------------------------------------------------------------
-    def plan(self, spec: Spec, ordered: dict[str, list[Resource]] | None = None) -> Plan:
+    def plan(self, spec: Spec, ordered: dict[str, list[Resource]] | None = None, *,
+             prune: bool = True) -> Plan:
+        from provisioner.engine.prune import prune_changes
+
         ordered = ordered if ordered is not None else ordered_resources(spec)
+        prune_kinds = {h: spec.prune_kinds(h) for h in spec.hosts} if prune else {}
+        ordered = {h: rs for h, rs in ordered.items() if rs or prune_kinds.get(h)}
         hosts = [h for h in spec.hosts if ordered.get(h)]
         self.progress.start(hosts, "reading state")
 
@@ -113,6 +150,9 @@ class Runner:
                 self.progress.event(host, f"reading {len(ordered[host])} resources")
                 observed = observe(conn, ordered[host], timeout=self.options.command_timeout)
                 changes = plan_changes(ordered[host], observed)
+                if prune_kinds.get(host):
+                    declared = {r.address for r in ordered[host]}
+                    changes += prune_changes(conn, host, prune_kinds[host], spec.owner, declared)
                 n = sum(1 for c in changes if c.action.changes)
                 self.progress.done(host, f"{n} to change" if n else "no changes")
                 return HostPlan(host, changes)
@@ -133,8 +173,17 @@ class Runner:
               ordered: dict[str, list[Resource]] | None = None) -> dict[str, HostReport]:
         """Apply plan. saved=True: the plan came from a file and each host is
         re-read first; a host whose state moved since is refused as stale."""
+        from provisioner.engine.journal import Journal
+        from provisioner.engine.lock import HostLock, HostLocked
+
         ordered = ordered if ordered is not None else ordered_resources(spec)
         hosts = list(plan.hosts)
+        journal = None
+        if self.options.journal and plan.has_changes():
+            journal = Journal(self.options.journal_dir)
+            journal.write("run-start", pid=os.getpid(), spec=spec.path, saved_plan=saved,
+                          hosts=hosts)
+        self.journal = journal
         self.progress.start(hosts, "applying")
 
         def one(host: str) -> HostReport:
@@ -145,16 +194,24 @@ class Runner:
             if not any(c.action.changes for c in hp.changes):
                 self.progress.done(host, "ok")
                 return HostReport(host)
+            lock = None
             try:
                 conn = self.connection(host)
                 changes = hp.changes
+                resources = with_pruned(ordered.get(host, []), hp.changes, spec.owner)
+                if self.options.lock:
+                    self.progress.event(host, "taking the host lock")
+                    lock = HostLock(conn, wait=self.options.lock_wait)
+                    lock.acquire()
                 if saved:
                     self.progress.event(host, "checking the plan is current")
-                    changes = self._revalidate(conn, ordered.get(host, []), hp)
-                report = apply_host(conn, ordered.get(host, []), changes,
+                    changes = self._revalidate(conn, resources, hp)
+                report = apply_host(conn, resources, changes,
                                     on_event=self.progress.event,
                                     should_stop=self.stop_requested.is_set,
-                                    timeout=self.options.command_timeout)
+                                    timeout=self.options.command_timeout, journal=journal)
+            except HostLocked as exc:
+                report = HostReport(host, status="locked", error=exc.message)
             except StalePlan as exc:
                 report = HostReport(host, status="stale", error=exc.message)
             except Unreachable as exc:
@@ -162,13 +219,24 @@ class Runner:
             except ProvisionError as exc:
                 report = HostReport(host, status="failed",
                                     error=REGISTRY.scrub(_host_message(exc, host)))
+            finally:
+                if lock is not None:
+                    try:
+                        lock.release()
+                    except ProvisionError:
+                        pass  # the host went away; its lock went with the session
+            if journal:
+                journal.write("host-end", host=host, status=report.status, error=report.error)
             self.progress.done(host, report.status)
             return report
 
         try:
-            return self._parallel(hosts, one)
+            reports = self._parallel(hosts, one)
         finally:
             self.progress.stop()
+        if journal:
+            journal.close(statuses={h: r.status for h, r in reports.items()})
+        return reports
 
     def _revalidate(self, conn: Connection, resources: list[Resource], hp: HostPlan) -> list[Change]:
         """The stale check: same observed fingerprints, and the current spec
@@ -183,6 +251,8 @@ class Runner:
         observed = observe(conn, relevant, timeout=self.options.command_timeout)
         fresh = plan_changes(relevant, observed)
         for new in fresh:
+            if planned[new.address].reason == "no longer declared" and new.action is Action.DELETE:
+                new.reason = "no longer declared"
             old = planned[new.address]
             if new.fingerprint != old.fingerprint:
                 raise StalePlan(hp.host, f"plan is stale for host {hp.host}: {new.kind} "
@@ -195,6 +265,16 @@ class Runner:
         return sorted(fresh, key=lambda c: order_index[c.address])
 
 
+def with_pruned(resources: list[Resource], changes: list[Change], owner: str) -> list[Resource]:
+    """The host's resources plus stand-ins for the deletes prune planned."""
+    from provisioner.engine.prune import PRUNE_REASON, absent_resource
+
+    known = {r.address for r in resources}
+    extra = [absent_resource(c.host, c.kind, c.name, owner) for c in changes
+             if c.address not in known and c.action is Action.DELETE and c.reason == PRUNE_REASON]
+    return resources + extra
+
+
 def _host_message(exc: ProvisionError, host: str) -> str:
     if isinstance(exc, HostError):
         return exc.message
@@ -202,7 +282,8 @@ def _host_message(exc: ProvisionError, host: str) -> str:
 
 
 def summary_counts(reports: dict[str, HostReport]) -> dict[str, int]:
-    out = {"ok": 0, "changed": 0, "failed": 0, "unreachable": 0, "stale": 0}
+    out = {"ok": 0, "changed": 0, "failed": 0, "unreachable": 0, "stale": 0, "locked": 0,
+           "interrupted": 0}
     for r in reports.values():
         out[r.status] = out.get(r.status, 0) + 1
     return out

@@ -41,6 +41,9 @@ class Play:
     hosts: list[str]
     prune: bool
     file: str
+    # kinds whose owned-but-undeclared resources prune deletes: the kinds the
+    # play declares, or the list given as `prune: [container, vm]`
+    prune_kinds: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -50,6 +53,14 @@ class Spec:
     plays: list[Play]
     hosts: list[str]  # targeted host names, inventory order
     extra_vars: dict[str, Any] = field(default_factory=dict)
+    owner: str = ""
+
+    def prune_kinds(self, host: str) -> list[str]:
+        kinds: set[str] = set()
+        for play in self.plays:
+            if play.prune and host in play.hosts:
+                kinds.update(play.prune_kinds)
+        return sorted(kinds)
 
     def for_host(self, host: str) -> list[Resource]:
         return [r for r in self.resources if r.host == host]
@@ -91,7 +102,8 @@ class SpecLoader:
         self._load_playbook(path, depth=0, chain=())
         self._check_depends()
         return Spec(path=path, resources=self.resources, plays=self.plays,
-                    hosts=self.hosts, extra_vars=self.extra_vars)
+                    hosts=self.hosts, extra_vars=self.extra_vars,
+                    owner=str(self.extra_vars.get("provision_owner") or self.owner))
 
     def _load_playbook(self, path: str, depth: int, chain: tuple[str, ...]) -> None:
         doc = load_yaml_file(path)
@@ -141,13 +153,23 @@ class SpecLoader:
         if self.limit_hosts is not None:
             hosts = [h for h in hosts if h.name in self.limit_hosts]
         prune = play.get("prune", False)
-        _expect(isinstance(prune, bool), "must be true or false", file, play.line_of("prune"),
-                "prune")
+        prune_kinds: list[str] = []
+        if isinstance(prune, list):
+            for kind in prune:
+                if kind not in known_kinds():
+                    raise SpecError("unknown resource kind" + _suggest(str(kind), known_kinds()),
+                                    file=file, line=play.line_of("prune"), field="prune")
+            prune_kinds, prune = [str(k) for k in prune], True
+        _expect(isinstance(prune, bool), "must be true or false, or a list of kinds", file,
+                play.line_of("prune"), "prune")
         play_vars = self._play_vars(play, file)
-        self.plays.append(Play(name=str(name), hosts=[h.name for h in hosts], prune=prune,
-                               file=file))
         entries = self._flatten_resources(play.get("resources", []), file,
                                           play.line_of("resources"), depth=0, chain=(file,))
+        if prune and not prune_kinds:
+            prune_kinds = sorted({str(k) for item, _, _ in entries for k in item
+                                  if k != "depends_on" and str(k) in known_kinds()})
+        self.plays.append(Play(name=str(name), hosts=[h.name for h in hosts], prune=prune,
+                               file=file, prune_kinds=prune_kinds))
         for host in hosts:
             if host.name not in self.hosts:
                 self.hosts.append(host.name)

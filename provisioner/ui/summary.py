@@ -8,7 +8,7 @@ from provisioner.engine.executor import HostReport
 from provisioner.ui.console import Console
 
 _STYLE = {"ok": "green", "changed": "yellow", "failed": "bold red", "unreachable": "bold red",
-          "stale": "bold red"}
+          "stale": "bold red", "locked": "bold red", "interrupted": "bold red"}
 
 
 def render_summary(console: Console, reports: dict[str, HostReport], elapsed: float) -> None:
@@ -30,6 +30,24 @@ def render_summary(console: Console, reports: dict[str, HostReport], elapsed: fl
     console.line(("Apply: ", "bold"), (f"{len(reports)} hosts ({parts or 'none'}); ", ""),
                  (f"{changed} resources changed", "yellow" if changed else "green"),
                  (f" in {elapsed:.2f}s", "dim"))
+
+
+def render_interrupted(console: Console, info: dict[str, Any]) -> None:
+    """What the journal of a killed run says (printed by the next apply)."""
+    started = info.get("started")
+    import time
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "?"
+    console.line((f"! A previous apply (pid {info.get('pid')}, started {when}) was interrupted; "
+                  f"its journal {info['path']} says:", "bold yellow"))
+    for host, h in sorted(info["hosts"].items()):
+        console.line((f"  {host}: {len(h['done'])} applied, {len(h['failed'])} failed, "
+                      f"{len(h['in_flight'])} in flight, {len(h['not_started'])} not started", ""))
+        for address in h["in_flight"]:
+            console.line((f"    in flight (may be partly applied): {address}", "yellow"))
+        for address in h["not_started"]:
+            console.line((f"    not started: {address}", "dim"))
+    console.line(("  This plan reads the hosts as they are now and converges from there.", "dim"))
 
 
 def reports_to_json(reports: dict[str, HostReport], elapsed: float) -> dict[str, Any]:

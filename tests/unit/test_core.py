@@ -112,8 +112,8 @@ def test_batch_framing_survives_hostile_output():
     probes = [["printf", "%s", "@@fake@@ 1 o\n"], ["sh", "-c", "echo out; echo err >&2; exit 4"],
               ["echo", "a; rm -rf /tmp/nothing"]]
     nonce = "n0nce"
-    out = subprocess.run(["sh", "-c", build_script(probes, nonce)], capture_output=True).stdout
-    results = parse_output(out, 3, nonce)
+    proc = subprocess.run(["sh", "-c", build_script(probes, nonce)], capture_output=True)
+    results = parse_output(proc.stdout, proc.stderr, 3, nonce)
     assert results[0].stdout == b"@@fake@@ 1 o\n"
     assert (results[1].rc, results[1].stdout, results[1].stderr) == (4, b"out\n", b"err\n")
     assert results[2].stdout == b"a; rm -rf /tmp/nothing\n"

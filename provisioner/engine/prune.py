@@ -1,0 +1,59 @@
+"""Deleting what left the spec (`prune: true`) and everything (`destroy`).
+
+Only resources carrying this spec's ownership mark are candidates: a
+container or VM the tool did not create is never touched unless named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from modules import get_module
+from provisioner.connection.base import Connection
+from provisioner.plan.diff import diff
+from provisioner.plan.model import Action, Change
+from provisioner.resource import Origin, Resource, make_address
+
+PRUNE_REASON = "no longer declared"
+
+
+def absent_resource(host: str, kind: str, name: str, owner: str) -> Resource:
+    """A stand-in resource saying "kind/name must not exist" on host."""
+    module = get_module(kind)
+    return Resource(host=host, kind=kind, name=name,
+                    fields={module.name_field: name, "state": "absent"},
+                    origin=Origin("(no longer declared)"), owner=owner)
+
+
+def prune_changes(conn: Connection, host: str, kinds: Sequence[str], owner: str,
+                  declared: set[str]) -> list[Change]:
+    changes = []
+    for kind in kinds:
+        module = get_module(kind)
+        for name, observed in sorted(module.list_owned(conn, owner).items()):
+            if make_address(host, kind, name) in declared:
+                continue
+            change = diff(module, absent_resource(host, kind, name, owner), observed)
+            if change.action is Action.DELETE:
+                change.reason = PRUNE_REASON
+                changes.append(change)
+    return changes
+
+
+def can_destroy(kind: str) -> bool:
+    schema = get_module(kind).schema.get("state", {})
+    return "absent" in schema.get("allowed", [])
+
+
+def destroy_view(resources: Sequence[Resource]) -> list[Resource]:
+    """The same resources, each declared absent (kinds without an absent
+    state, such as command, are left out)."""
+    out = []
+    for res in resources:
+        if not can_destroy(res.kind):
+            continue
+        fields = dict(res.fields, state="absent")
+        out.append(Resource(host=res.host, kind=res.kind, name=res.name, fields=fields,
+                            origin=res.origin, depends_on=res.depends_on, play=res.play,
+                            owner=res.owner))
+    return out
