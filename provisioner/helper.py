@@ -171,13 +171,26 @@ def local_binary() -> Path | None:
 # -- the handle ----------------------------------------------------------------
 
 
-@dataclass
 class HelperHandle:
-    """The helper installed on one host, called through its connection."""
+    """The helper installed on one host, called through its connection.
 
-    conn: Connection
-    path: str
-    how: str  # "cached" | "compiled" | "uploaded"
+    Holds the connection weakly: handles are cached per connection, and a
+    strong reference would keep every connection alive forever."""
+
+    def __init__(self, conn: Connection, path: str, how: str) -> None:
+        self._conn = weakref.ref(conn)
+        self.path = path
+        self.how = how  # "cached" | "compiled" | "uploaded"
+
+    def __repr__(self) -> str:
+        return f"HelperHandle(path={self.path!r}, how={self.how!r})"
+
+    @property
+    def conn(self) -> Connection:
+        conn = self._conn()
+        if conn is None:
+            raise RuntimeError("the connection of this helper handle is gone")
+        return conn
 
     def call(self, args: Sequence[str], *, timeout: float | None = None) -> dict[str, Any]:
         argv = [self.path, *args]

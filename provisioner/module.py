@@ -98,6 +98,10 @@ class Module:
                        changed: list[str]) -> list[str]:
         return [f for f in changed if f in self.replace_fields]
 
+    def create_reason(self, desired: dict[str, Any]) -> str:
+        """Why a create is planned (a command "will run", a file "does not exist")."""
+        return "does not exist"
+
     def notes(self, desired: dict[str, Any], observed: dict[str, Any] | None,
               changed: list[str]) -> list[str]:
         """Extra lines for the plan (e.g. "needs a restart to take effect")."""

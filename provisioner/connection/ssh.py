@@ -312,6 +312,12 @@ class SshConnection(Connection):
                 raise HostError(self.host, f"cannot write {path}: {exc.strerror or exc}") from None
 
     def get(self, path: str) -> bytes:
+        if self.become and self.user != "root":
+            # SFTP runs as the login user; a become read goes through sudo
+            result = self.run(["cat", "--", path])
+            if not result.ok:
+                raise HostError(self.host, f"cannot read {path}: {result.err.strip()}")
+            return result.stdout
         with self._channels:
             sftp = self._sftp_client()
             try:

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,20 +116,33 @@ class Runner:
         self._conns.clear()
 
     def _parallel(self, hosts: list[str], work: Callable[[str], Any]) -> dict[str, Any]:
+        """Run work(host) for every host on a thread pool. Ctrl-C sets
+        stop_requested (work checks it between changes) and keeps waiting:
+        changes in flight finish, nothing new starts, a summary follows."""
         results: dict[str, Any] = {}
         if not hosts:
             return results
-        with ThreadPoolExecutor(max_workers=max(1, min(self.options.forks, len(hosts)))) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, min(self.options.forks, len(hosts))))
+        futures = {}
+        try:
             futures = {h: pool.submit(work, h) for h in hosts}
-            for host, fut in futures.items():
-                while True:
-                    try:
-                        results[host] = fut.result(timeout=0.2)
-                        break
-                    except TimeoutError:
-                        continue
-                    except KeyboardInterrupt:
-                        self.stop_requested.set()
+            pending = set(futures.values())
+            while pending:
+                try:
+                    _, pending = wait(pending, timeout=0.2)
+                except KeyboardInterrupt:
+                    if not self.stop_requested.is_set():
+                        self.progress.event("", "interrupted: finishing changes in flight")
+                    self.stop_requested.set()
+        finally:
+            while True:
+                try:
+                    pool.shutdown(wait=True)
+                    break
+                except KeyboardInterrupt:
+                    self.stop_requested.set()
+        for host, fut in futures.items():
+            results[host] = fut.result()
         return results
 
     # -- plan ----------------------------------------------------------------

@@ -31,12 +31,17 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def mask_like(desired: dict[str, Any], observed: dict[str, Any] | None) -> dict[str, Any] | None:
+def mask_like(desired: dict[str, Any], observed: dict[str, Any] | None,
+              sensitive: frozenset[str] = frozenset()) -> dict[str, Any] | None:
     """Where the spec holds a secret, the observed value is secret too: the
-    old password in a config file is as sensitive as the new one."""
+    old password in a config file is as sensitive as the new one. Fields a
+    module declares sensitive are masked whatever the spec says."""
     if observed is None:
         return None
     masked = dict(observed)
+    for key in masked:
+        if key in sensitive and masked[key] is not None and not isinstance(masked[key], Secret):
+            masked[key] = Secret(str(masked[key]))
     for key, want in desired.items():
         if isinstance(want, Secret) and key in masked and masked[key] is not None:
             if not isinstance(masked[key], Secret):
@@ -48,7 +53,8 @@ def diff(module: Module, res: Resource, observed: dict[str, Any] | None) -> Chan
     desired = res.fields
     base = dict(address=res.address, host=res.host, kind=res.kind, name=res.name,
                 fingerprint=fingerprint(observed), depends_on=list(res.depends_on))
-    observed = mask_like(desired, observed)
+    observed = mask_like(desired, observed, module.sensitive_fields)
+    desired = mask_like({}, desired, module.sensitive_fields) or desired
     if module.wants_absent(desired):
         if observed is None:
             return Change(action=Action.NOOP, before=None, after=None,
@@ -59,7 +65,7 @@ def diff(module: Module, res: Resource, observed: dict[str, Any] | None) -> Chan
     if observed is None:
         return Change(action=Action.CREATE, before=None, after=desired,
                       changed_fields=[k for k in desired if desired[k] is not None],
-                      reason="does not exist", notes=module.notes(desired, None, []), **base)
+                      reason=module.create_reason(desired), notes=module.notes(desired, None, []), **base)
     changed = module.compare(desired, observed)
     if not changed:
         return Change(action=Action.NOOP, before=observed, after=desired, reason="up to date",
