@@ -110,12 +110,19 @@ def load_yaml_text(text: str, path: str) -> Any:
         line = mark.line + 1 if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
         raise SpecError(f"YAML syntax error: {problem}", file=path, line=line) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
+        raise SpecError(f"YAML error: character {exc.character!r} is not allowed in YAML",
+                        file=path, line=line) from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"YAML error: {exc}", file=path) from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid YAML"
+        raise SpecError(f"YAML error: {first}", file=path) from None
 
 
 def load_yaml_file(path: str) -> Any:
-    display = os.path.relpath(path) if not path.startswith("..") else path
+    display = os.path.relpath(path)
+    if display.startswith(".."):
+        display = path
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
