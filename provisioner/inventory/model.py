@@ -316,11 +316,13 @@ def make_host(name: str, hvars: dict[str, Any]) -> Host:
 
 
 def _magic(name: str, group_names: list[str]) -> dict[str, Any]:
-    try:
-        ipaddress.ip_address(name)
-        is_ip = True
-    except ValueError:
-        is_ip = False
+    is_ip = False
+    if name[:1].isdigit() or ":" in name:
+        try:
+            ipaddress.ip_address(name)
+            is_ip = True
+        except ValueError:
+            pass
     return {
         "inventory_hostname": name,
         "inventory_hostname_short": name if is_ip else name.split(".")[0],
@@ -392,35 +394,24 @@ class Inventory:
                 priority=g.priority,
             )
         lookup = vars_lookup or (lambda kind, name: [])
-        all_g = b.groups["all"]
         all_file_vars = lookup("group", "all")
         group_files: dict[str, list[dict[str, Any]]] = {}
         order_key = {name: (g.depth, g.priority, name) for name, g in inv.groups.items()}
+        base_cache: dict[frozenset[str], tuple[dict[str, Any], list[str]]] = {}
         for h in b.hosts.values():
             names = anc.of_host(h)
-            ordered = sorted((n for n in names if n != "all"), key=order_key.__getitem__)
-            # Ansible's default precedence: inventory 'all' vars < inventory group vars <
-            # group_vars/all < group_vars/<group> (per inventory source, sorted groups)
-            merged: dict[str, Any] = dict(all_g.vars)
-            for n in ordered:
-                merged.update(b.groups[n].vars)
-            for d in all_file_vars:
-                merged.update(d)
-            per_group = []
-            for n in ordered:
-                got = group_files.get(n)
-                if got is None:
-                    got = group_files[n] = lookup("group", n)
-                per_group.append(got)
-            for i in range(len(all_file_vars)):
-                for got in per_group:
-                    merged.update(got[i])
+            cached = base_cache.get(names)
+            if cached is None:
+                cached = base_cache[names] = _group_merge(
+                    b, names, order_key, all_file_vars, group_files, lookup
+                )
+            merged = dict(cached[0])
             merged.update(h.vars)
             for d in lookup("host", h.name):
                 merged.update(d)
             inv._hostvars[h.name] = merged
             full = dict(merged)
-            full.update(_magic(h.name, sorted(n for n in names if n != "all")))
+            full.update(_magic(h.name, list(cached[1])))
             try:
                 inv.hosts[h.name] = make_host(h.name, full)
             except ValueError as e:
@@ -438,7 +429,7 @@ class Inventory:
         """The variables `ansible-inventory --host NAME` prints."""
         if name not in self._hostvars:
             raise SpecError(f"unknown host {name!r}{self._suggest(name)}")
-        return dict(self._hostvars[name])
+        return _jsonable(self._hostvars[name])
 
     def group_hosts(self, name: str) -> list[Host]:
         """Hosts of a group and its descendants, in Ansible's inventory order."""
@@ -503,6 +494,8 @@ class Inventory:
         terms = order_patterns(split_host_pattern(pattern))
         result: list[Host] = []
         seen: set[str] = set()
+        keep: set[str] | None = None  # intersection of all '&' terms
+        drop: set[str] = set()  # union of all '!' terms
         for term in terms:
             if term in self.hosts:  # plain host names win, as in Ansible
                 if term not in seen:
@@ -511,21 +504,24 @@ class Inventory:
                 continue
             matched = self._match_term(term, file, line, field)
             if term[0] == "!":
-                drop = {h.name for h in matched}
-                result = [h for h in result if h.name not in drop]
+                drop.update(h.name for h in matched)
             elif term[0] == "&":
-                keep = {h.name for h in matched}
-                result = [h for h in result if h.name in keep]
+                these = {h.name for h in matched}
+                keep = these if keep is None else keep & these
             else:
                 for h in matched:
                     if h.name not in seen:
                         seen.add(h.name)
                         result.append(h)
+        # one pass for all modifiers: (unions & every intersection) - every exclusion
+        if keep is not None or drop:
+            result = [h for h in result if (keep is None or h.name in keep) and h.name not in drop]
         return result
 
     def _match_term(
         self, term: str, file: str | None, line: int | None, field: str | None
     ) -> list[Host]:
+        original = term
         if term[0] in "!&":
             term = term[1:]
         if not term:
@@ -539,7 +535,7 @@ class Inventory:
             if m:
                 expr, idx, start, _sep, end = m.groups()
                 sub = (int(idx), None) if idx else (int(start), int(end) if end else -1)
-        hosts = self._enumerate(expr, term, file, line, field)
+        hosts = self._enumerate(expr, original, file, line, field)
         if sub and hosts:
             start_i, end_i = sub
             try:
@@ -551,7 +547,7 @@ class Inventory:
                     hosts = [hosts[start_i]]
             except IndexError:
                 raise SpecError(
-                    f"no hosts match the subscripted pattern {term!r}",
+                    f"no hosts match the subscripted pattern {original!r}",
                     file=file,
                     line=line,
                     field=field,
@@ -657,6 +653,37 @@ class Inventory:
 
         walk(group, 0)
         return "\n".join(lines)
+
+
+def _group_merge(
+    b: InventoryBuilder,
+    names: frozenset[str],
+    order_key: dict[str, tuple[int, int, str]],
+    all_file_vars: list[dict[str, Any]],
+    group_files: dict[str, list[dict[str, Any]]],
+    lookup: VarsLookup,
+) -> tuple[dict[str, Any], list[str]]:
+    """Group-level variables for a host in groups `names` (shared by all such hosts).
+
+    Ansible's default precedence: inventory 'all' vars < inventory group vars <
+    group_vars/all < group_vars/<group> (per inventory source, groups sorted).
+    """
+    ordered = sorted((n for n in names if n != "all"), key=order_key.__getitem__)
+    merged: dict[str, Any] = dict(b.groups["all"].vars)
+    for n in ordered:
+        merged.update(b.groups[n].vars)
+    for d in all_file_vars:
+        merged.update(d)
+    per_group = []
+    for n in ordered:
+        got = group_files.get(n)
+        if got is None:
+            got = group_files[n] = lookup("group", n)
+        per_group.append(got)
+    for i in range(len(all_file_vars)):
+        for got in per_group:
+            merged.update(got[i])
+    return merged, sorted(ordered)
 
 
 def _graph_name(name: str, depth: int) -> str:

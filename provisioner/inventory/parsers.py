@@ -147,7 +147,7 @@ def parse_yaml(builder: InventoryBuilder, path: str, text: str) -> None:
 def _name(doc: _Yaml, node: yaml.Node, what: str) -> str:
     if not isinstance(node, yaml.ScalarNode):
         raise SpecError(f"{what} must be a string", file=doc.path, line=_line(node))
-    value = doc.value(node)
+    value = node.value if _is_str(node) else doc.value(node)
     if not isinstance(value, str) or not value:
         raise SpecError(
             f"{what} {value!r} must be a non-empty string (quote numbers)",

@@ -48,16 +48,10 @@ class _Validator(cerberus.Validator):
     """Adds size/mode types; errors carry readable messages."""
 
     def _normalize_coerce_size(self, value: Any) -> Any:
-        try:
-            return parse_size(value)
-        except ValueError:
-            return value  # the type check reports it
+        return _coerce_size(value)  # a bad size stays as is: the type check reports it
 
     def _normalize_coerce_mode(self, value: Any) -> Any:
-        try:
-            return parse_mode(value)
-        except ValueError:
-            return value
+        return _coerce_mode(value)
 
     def _normalize_coerce_int(self, value: Any) -> Any:
         return _coerce_int(value)
@@ -78,7 +72,7 @@ def size(**extra: Any) -> dict[str, Any]:
 
 
 def mode(**extra: Any) -> dict[str, Any]:
-    return {"type": "integer", "coerce": "mode", "meta": "mode", **extra}
+    return {"type": "integer", "coerce": "mode", "meta": "mode", "min": 0, "max": 0o7777, **extra}
 
 
 def integer(**extra: Any) -> dict[str, Any]:
@@ -145,22 +139,68 @@ def _first_error(tree: dict, schema: dict, prefix: list[Any]) -> tuple[list[Any]
             message = f"unknown field, did you mean {close[0]}?"
         else:
             message = "unknown field (allowed: " + ", ".join(sorted(map(str, schema))) + ")"
-    elif message.startswith("must be of") and field_schema.get("meta") in _MESSAGES:
+    elif (message.startswith(("must be of", "min value", "max value"))
+          and field_schema.get("meta") in _MESSAGES):
         message = _MESSAGES[field_schema["meta"]]
     return path, message
 
 
 _validators: dict[int, _Validator] = {}
+_fast: dict[int, Any] = {}
+
+
+def _fast_schema(full: dict[str, Any]) -> Any:
+    from provisioner.spec.fastcheck import FastSchema, Unsupported
+
+    coercers = {"size": _coerce_size, "mode": _coerce_mode, "int": _coerce_int,
+                "float": _coerce_float, "bool": _coerce_bool}
+    try:
+        return FastSchema(full, coercers, {"secretstring": (str, Secret)})
+    except Unsupported:
+        return None
+
+
+def _coerce_size(value: Any) -> Any:
+    try:
+        return parse_size(value)
+    except ValueError:
+        return value
+
+
+def _coerce_mode(value: Any) -> Any:
+    try:
+        return parse_mode(value)
+    except ValueError:
+        return value
 
 
 def validate(fields: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
-    """Return normalised fields or raise ValidationFailure naming the field."""
-    full = {**schema, **COMMON_FIELDS}
-    validator = _validators.get(id(schema))
+    """Return normalised fields or raise ValidationFailure naming the field.
+
+    A compiled fast path accepts valid documents; anything it does not accept
+    goes to cerberus, which decides and words the error."""
+    key = id(schema)
+    if key not in _fast:
+        full = {**schema, **COMMON_FIELDS}
+        _fast[key] = (_fast_schema(full), full)
+    fast, full = _fast[key]
+    if fast is not None:
+        ok, doc = fast.check(fields)
+        if ok:
+            return doc
+    validator = _validators.get(key)
     if validator is None:
         validator = _Validator(full, allow_unknown=False)
-        _validators[id(schema)] = validator
+        _validators[key] = validator
     if not validator.validate(dict(fields)):
         path, message = _first_error(validator.errors, full, [])
         raise ValidationFailure(path, message)
     return validator.document
+
+
+def validate_with_cerberus(fields: dict[str, Any], schema: dict[str, Any]) -> tuple[bool, Any]:
+    """cerberus alone (for the fast path's equivalence tests)."""
+    full = {**schema, **COMMON_FIELDS}
+    validator = _Validator(full, allow_unknown=False)
+    ok = validator.validate(dict(fields))
+    return ok, validator.document if ok else validator.errors

@@ -71,8 +71,14 @@ class SshHost:
         }
 
 
-def sshd_config_text(host: SshHost, authorized_keys: Path) -> str:
-    """The sshd_config of INFRA.md: private paths only, key auth for root, generous limits."""
+def sshd_config_text(
+    host: SshHost, authorized_keys: Path, env: dict[str, str] | None = None
+) -> str:
+    """The sshd_config of INFRA.md: private paths only, key auth for root, generous limits.
+
+    env: extra variables every session gets (sshd SetEnv), e.g. {"APT_CONFIG": ...}.
+    """
+    set_env = " ".join(f'"{k}={v}"' for k, v in {"SHLVL": "1", **(env or {})}.items())
     return "\n".join(
         [
             f"Port {host.port}",
@@ -93,7 +99,7 @@ def sshd_config_text(host: SshHost, authorized_keys: Path) -> str:
             "PrintLastLog no",
             # bash reads ~/.bashrc for ssh commands when SHLVL < 2: root's rc files
             # (pyenv here) cost 100-150 ms per command (PERFORMANCE.md).
-            "SetEnv SHLVL=1",
+            f"SetEnv {set_env}",
             f"Subsystem sftp {SFTP_SERVER}",
             "",
         ]
@@ -130,7 +136,9 @@ def write_inventory(hosts: list[SshHost], path: Path, known_hosts: Path) -> Path
     return path
 
 
-def ssh_connect(host: dict | SshHost, known_hosts: str | os.PathLike, sock=None, timeout: float = 10.0):
+def ssh_connect(
+    host: dict | SshHost, known_hosts: str | os.PathLike, sock=None, timeout: float = 10.0
+):
     """A paramiko SSHClient connected with strict host-key checking (RejectPolicy + known_hosts).
 
     Opens the TCP socket itself with TCP_NODELAY (PERFORMANCE.md: auth 52 ms -> 8.5 ms)
@@ -167,12 +175,24 @@ def ssh_connect(host: dict | SshHost, known_hosts: str | os.PathLike, sock=None,
 class SshFleet:
     """n OpenSSH servers on 127.0.0.1 free ports, named h1..hn, for user root.
 
+    All of them are this machine (same filesystem, dpkg, hostname): only the port and the
+    host key differ. env: variables sshd sets in
+    every session (SetEnv), e.g. {"APT_CONFIG": apt_repo.apt_config}.
+
     Attributes: base_dir, known_hosts (Path), client_key (Path), client_public_key,
     hosts (list of dicts: name, address, port, user, key_file), inventory (Path, after
     write_inventory()).
     """
 
-    def __init__(self, n: int, base_dir: str | os.PathLike, *, user: str = "root", start: bool = True):
+    def __init__(
+        self,
+        n: int,
+        base_dir: str | os.PathLike,
+        *,
+        user: str = "root",
+        env: dict[str, str] | None = None,
+        start: bool = True,
+    ):
         self.base_dir = Path(base_dir)
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.user = user
@@ -196,7 +216,7 @@ class SshFleet:
             )
             host.dir.mkdir(exist_ok=True)
             host.host_public_key = ssh_keygen(host.host_key, f"provision-test-{name}")
-            host.config.write_text(sshd_config_text(host, self.authorized_keys))
+            host.config.write_text(sshd_config_text(host, self.authorized_keys, env))
             self._hosts[name] = host
         self.write_known_hosts()
         register_cleanup(self.stop_all)
@@ -219,10 +239,14 @@ class SshFleet:
         try:
             return self._hosts[name]
         except KeyError:
-            raise KeyError(f"no host {name!r} in this fleet (have {', '.join(self._hosts)})") from None
+            raise KeyError(
+                f"no host {name!r} in this fleet (have {', '.join(self._hosts)})"
+            ) from None
 
     def write_known_hosts(self) -> Path:
-        lines = [known_hosts_line(h.address, h.port, h.host_public_key) for h in self._hosts.values()]
+        lines = [
+            known_hosts_line(h.address, h.port, h.host_public_key) for h in self._hosts.values()
+        ]
         self.known_hosts.write_text("\n".join(lines) + "\n")
         return self.known_hosts
 
@@ -300,7 +324,9 @@ def _spawn_sshd(prefix: list[str], host: SshHost) -> subprocess.Popen:
     with contextlib.suppress(FileNotFoundError):
         host.pidfile.unlink()
     cmd = [*prefix, SSHD, "-f", str(host.config), "-E", str(host.log)]
-    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def _wait_started(host: SshHost, proc: subprocess.Popen, probe, timeout: float = 10.0) -> None:
@@ -320,8 +346,12 @@ def _wait_started(host: SshHost, proc: subprocess.Popen, probe, timeout: float =
         pid = read_pid(host.pidfile)
         return pid is not None and pid_alive(pid) and probe(host)
 
-    wait_for(ready, timeout, f"sshd {host.name} on {host.address}:{host.port}",
-             on_timeout=lambda: "\n" + tail(host.log))
+    wait_for(
+        ready,
+        timeout,
+        f"sshd {host.name} on {host.address}:{host.port}",
+        on_timeout=lambda: "\n" + tail(host.log),
+    )
 
 
 def _tcp_probe(host: SshHost) -> bool:
