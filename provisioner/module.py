@@ -14,8 +14,9 @@ Two ways to read state:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from provisioner.connection.base import Connection, Result
 from provisioner.resource import Resource

@@ -4,8 +4,9 @@ Connection. Unit tests use FakeConnection; integration tests the real ones."""
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)

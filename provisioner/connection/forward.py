@@ -16,7 +16,8 @@ import shutil
 import socket
 import tempfile
 import threading
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from provisioner.connection.ssh import SshConnection

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
 from provisioner.connection.base import Connection, Held, Result
 from provisioner.errors import HostError

@@ -16,8 +16,8 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 # paramiko.config imports `invoke` (only for `Match exec` in ssh_config, which
 # we never read) at a cost of ~100 ms per run; block it so paramiko skips it.
@@ -25,9 +25,9 @@ sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
 
 import paramiko  # noqa: E402
 
-from provisioner.connection.base import Connection, Held, Result
-from provisioner.errors import HostError, HostKeyRejected, Unreachable
-from provisioner.log import log_command, log_put
+from provisioner.connection.base import Connection, Held, Result  # noqa: E402
+from provisioner.errors import HostError, HostKeyRejected, Unreachable  # noqa: E402
+from provisioner.log import log_command, log_put  # noqa: E402
 
 _key_cache: dict[str, paramiko.PKey] = {}
 _known_hosts_cache: dict[str, paramiko.HostKeys] = {}
@@ -130,7 +130,7 @@ class SshConnection(Connection):
         where = f"{self.address}:{self.port}"
         try:
             sock = self._open_socket()
-        except socket.timeout:
+        except TimeoutError:
             raise Unreachable(self.host, f"connection to {where} timed out") from None
         except OSError as exc:
             raise Unreachable(self.host, f"cannot connect to {where}: {exc.strerror or exc}") from None

@@ -50,7 +50,7 @@ def _frames(data: bytes, count: int, nonce: str, start_suffix: bytes,
 def parse_output(stdout: bytes, stderr: bytes, count: int, nonce: str) -> list[Result]:
     outs = _frames(stdout, count, nonce, b" o", b" r ")
     errs = _frames(stderr, count, nonce, b" e", b" x")
-    return [Result(int(rc), body, err) for (body, rc), (err, _) in zip(outs, errs)]
+    return [Result(int(rc), body, err) for (body, rc), (err, _) in zip(outs, errs, strict=False)]
 
 
 def run_batch(conn: Connection, probes: Sequence[Sequence[str]],

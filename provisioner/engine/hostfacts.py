@@ -22,7 +22,7 @@ _PROBES = [
 
 
 def gather_host_facts(conn: Connection) -> dict[str, Any]:
-    results = dict(zip([k for k, _ in _PROBES], run_batch(conn, [a for _, a in _PROBES])))
+    results = dict(zip([k for k, _ in _PROBES], run_batch(conn, [a for _, a in _PROBES]), strict=False))
     os_release: dict[str, str] = {}
     for line in results["os_release"].out.splitlines():
         key, sep, value = line.partition("=")

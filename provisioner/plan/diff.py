@@ -43,9 +43,9 @@ def mask_like(desired: dict[str, Any], observed: dict[str, Any] | None,
         if key in sensitive and masked[key] is not None and not isinstance(masked[key], Secret):
             masked[key] = Secret(str(masked[key]))
     for key, want in desired.items():
-        if isinstance(want, Secret) and key in masked and masked[key] is not None:
-            if not isinstance(masked[key], Secret):
-                masked[key] = Secret(str(masked[key]))
+        if (isinstance(want, Secret) and masked.get(key) is not None
+                and not isinstance(masked[key], Secret)):
+            masked[key] = Secret(str(masked[key]))
     return masked
 
 

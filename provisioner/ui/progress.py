@@ -62,7 +62,7 @@ class LiveProgress(Progress):
                       f"[dim]{time.monotonic() - self._started:.1f}s[/]", "")
         busy = [(h, s) for h, (s, finished) in items if not finished]
         finished = [(h, s) for h, (s, f) in items if f]
-        shown = busy[:MAX_ROWS] + finished[-max(0, MAX_ROWS - len(busy)):] if MAX_ROWS > len(busy) else busy[:MAX_ROWS]
+        shown = busy[:MAX_ROWS] + finished[-max(0, MAX_ROWS - len(busy)):] if len(busy) < MAX_ROWS else busy[:MAX_ROWS]
         for host, status in shown:
             style = _STATUS_STYLE.get(status, "cyan")
             table.add_row(f"  {host}", f"[{style}]{REGISTRY.scrub(status)}[/]")

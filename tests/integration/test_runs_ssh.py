@@ -100,12 +100,12 @@ def test_lock_is_released_when_the_holder_dies(fleet):
     # a controller killed with SIGKILL: its SSH session drops, so does the lock
     inv = yaml.safe_load(Path(fleet.inventory).read_text())["all"]["hosts"]["h3"]
     code = (
-        "import sys, time; sys.path.insert(0, %r)\n"
+        "import sys, time; sys.path.insert(0, {!r})\n"
         "from tests.integration.test_runs_ssh import _connect_args\n"
         "from provisioner.engine.lock import HostLock\n"
-        "conn = _connect_args(%r)\n"
+        "conn = _connect_args({!r})\n"
         "HostLock(conn).acquire(); print('held', flush=True); time.sleep(60)\n"
-    ) % (str(REPO), json.dumps([fleet.host("h3"), str(fleet.known_hosts), inv["provision_lock_path"]]))
+    ).format(str(REPO), json.dumps([fleet.host("h3"), str(fleet.known_hosts), inv["provision_lock_path"]]))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     conn = _connect(fleet, "h3")
