@@ -7,19 +7,24 @@ PYTEST_ARGS ?=
 
 .PHONY: install install-test demo test lint native clean
 
+# Debian's own python3 refuses pip installs outside a venv (PEP 668); this
+# tool is installed for root like a system tool, so allow it there.
+PIP_INSTALL = $(PYTHON) -m pip install -q --root-user-action=ignore
+PROVISION = $(PYTHON) -m provisioner
+
 install:
-	$(PYTHON) -m pip install -q -e .
+	$(PIP_INSTALL) -e . || $(PIP_INSTALL) --break-system-packages -e .
 
 install-test:
 	bash .ci/install.sh
 
 demo: install
 	@echo "== provision plan (first run: everything to create)"
-	provision plan playbooks/demo.yml -e demo_dir=$(DEMO_DIR)
+	$(PROVISION) plan playbooks/demo.yml -e demo_dir=$(DEMO_DIR)
 	@echo "== provision apply"
-	provision apply playbooks/demo.yml -e demo_dir=$(DEMO_DIR)
+	$(PROVISION) apply playbooks/demo.yml -e demo_dir=$(DEMO_DIR)
 	@echo "== provision plan again: must show no changes (exit 0 with --detailed-exitcode)"
-	provision plan playbooks/demo.yml -e demo_dir=$(DEMO_DIR) --detailed-exitcode
+	$(PROVISION) plan playbooks/demo.yml -e demo_dir=$(DEMO_DIR) --detailed-exitcode
 
 native:
 	$(MAKE) -C native

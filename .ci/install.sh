@@ -33,7 +33,9 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 
 echo "install.sh: Python package (editable) with test, libvirt and docker extras"
-python3 -m pip install -q --root-user-action=ignore -e "${repo}[test,libvirt,docker]"
+python3 -m pip install -q --root-user-action=ignore -e "${repo}[test,libvirt,docker]" \
+  || python3 -m pip install -q --root-user-action=ignore --break-system-packages \
+       -e "${repo}[test,libvirt,docker]"
 
 # Debian kernel for the bootable QEMU guest: the version that linux-image-amd64 points at.
 echo "install.sh: kernel package for the test guest into ${cache}"

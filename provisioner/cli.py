@@ -347,7 +347,7 @@ def inventory(inventory: tuple[str, ...], as_list: bool, graph: bool, host: str 
         elif graph:
             click.echo(inv.graph())
         else:
-            click.echo(json.dumps(inv.to_ansible_list(), indent=4, sort_keys=True, default=str))
+            click.echo(inv.to_ansible_json())
     except ProvisionError as exc:
         _fail(str(exc))
 

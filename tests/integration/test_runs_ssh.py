@@ -133,7 +133,7 @@ def _connect_args(args_json: str) -> SshConnection:
 def _slow_playbook(tmp_path: Path, root: Path) -> Path:
     marker = f"{root}/{{{{ inventory_hostname }}}}/slow-done"
     return _playbook(tmp_path, root, extra=[
-        {"command": {"name": "slow step", "argv": ["sh", "-c", 'sleep 30; touch "$1"', "sh", marker],
+        {"command": {"name": "slow step", "argv": ["sh", "-c", 'sleep 8; touch "$1"', "sh", marker],
                      "creates": marker}},
         {"file": {"path": f"{root}/{{{{ inventory_hostname }}}}/after", "content": "x\n",
                   "depends_on": ["command/slow step"]}},
