@@ -19,6 +19,14 @@ KINDS: dict[str, str] = {
     "group": "modules.group:GroupModule",
     "command": "modules.command:CommandModule",
     "slice": "modules.slice:SliceModule",
+    "pool": "modules.libvirt.pool:PoolModule",
+    "network": "modules.libvirt.network:NetworkModule",
+    "image": "modules.libvirt.image:ImageModule",
+    "vm": "modules.libvirt.vm:VmModule",
+    "docker_image": "modules.docker.image:DockerImageModule",
+    "container": "modules.docker.container:ContainerModule",
+    "docker_volume": "modules.docker.volume:DockerVolumeModule",
+    "docker_network": "modules.docker.network:DockerNetworkModule",
 }
 
 _loaded: dict[str, "Module"] = {}

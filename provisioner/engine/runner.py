@@ -93,6 +93,7 @@ class Runner:
         self.options = options or RunOptions()
         self.progress = progress or Progress()
         self._conns: dict[str, Connection] = {}
+        self.connection_vars: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self.stop_requested = threading.Event()
 
@@ -103,6 +104,9 @@ class Runner:
         if conn is not None:
             return conn
         conn = open_connection(self.inventory.hosts[host], self.options.ssh)
+        extra = self.connection_vars.get(host)
+        if extra:
+            conn.vars = {**conn.vars, **extra}
         with self._lock:
             self._conns[host] = conn
         return conn
@@ -151,6 +155,7 @@ class Runner:
         from provisioner.engine.prune import prune_changes
 
         ordered = ordered if ordered is not None else ordered_resources(spec)
+        self.connection_vars = spec.connection_vars
         prune_kinds = {h: spec.prune_kinds(h) for h in spec.hosts} if prune else {}
         ordered = {h: rs for h, rs in ordered.items() if rs or prune_kinds.get(h)}
         hosts = [h for h in spec.hosts if ordered.get(h)]
@@ -190,6 +195,7 @@ class Runner:
         from provisioner.engine.lock import HostLock, HostLocked
 
         ordered = ordered if ordered is not None else ordered_resources(spec)
+        self.connection_vars = spec.connection_vars
         hosts = list(plan.hosts)
         journal = None
         if self.options.journal and plan.has_changes():

@@ -20,6 +20,9 @@ def order(resources: Sequence[Resource]) -> list[Resource]:
         implicit = get_module(r.kind).implicit_deps(r, resources)
         deps = [d for d in dict.fromkeys(r.depends_on + implicit) if d in by_addr and d != r.address]
         edges[r.address] = deps
+        # implicit edges become explicit: the plan shows them and the executor
+        # skips a resource whose dependency failed (no VM on a failed image)
+        r.depends_on = deps
     result: list[Resource] = []
     state: dict[str, int] = {}  # 1 visiting, 2 done
 

@@ -54,6 +54,9 @@ class Spec:
     hosts: list[str]  # targeted host names, inventory order
     extra_vars: dict[str, Any] = field(default_factory=dict)
     owner: str = ""
+    # provision_* variables set by plays or -e for a host: they steer its
+    # connection (provision_libvirt_uri, provision_docker_socket, ...)
+    connection_vars: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def prune_kinds(self, host: str) -> list[str]:
         kinds: set[str] = set()
@@ -95,6 +98,7 @@ class SpecLoader:
         self._seen: dict[str, Origin] = {}
         self.plays: list[Play] = []
         self.hosts: list[str] = []
+        self.connection_vars: dict[str, dict[str, Any]] = {}
 
     # -- entry ---------------------------------------------------------------
     def load(self, path: str) -> Spec:
@@ -103,6 +107,7 @@ class SpecLoader:
         self._check_depends()
         return Spec(path=path, resources=self.resources, plays=self.plays,
                     hosts=self.hosts, extra_vars=self.extra_vars,
+                    connection_vars=self.connection_vars,
                     owner=str(self.extra_vars.get("provision_owner") or self.owner))
 
     def _load_playbook(self, path: str, depth: int, chain: tuple[str, ...]) -> None:
@@ -175,6 +180,10 @@ class SpecLoader:
                 self.hosts.append(host.name)
             variables = {**host.vars, **play_vars, **self.extra_vars,
                          "inventory_hostname": host.name}
+            steering = {k: v for k, v in {**play_vars, **self.extra_vars}.items()
+                        if isinstance(k, str) and k.startswith("provision_")}
+            if steering:
+                self.connection_vars.setdefault(host.name, {}).update(steering)
             for entry in entries:
                 self._add_resource(entry, host.name, variables, str(name))
 
