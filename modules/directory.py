@@ -75,7 +75,10 @@ class DirectoryModule(Module):
             raise HostError(conn.host, f"{path} exists and is a {observed.get('type')}, "
                                        "not a directory; remove it first")
         if change.action is Action.CREATE:
-            run_ok(conn, ["mkdir", "-p", "--", path])
-            set_ownership(conn, path, res.fields, None)
+            mode = res.fields.get("mode")
+            # -m sets the mode of the last directory in the same command
+            argv = ["mkdir", "-p"] + (["-m", format(mode, "o")] if mode is not None else [])
+            run_ok(conn, argv + ["--", path])
+            set_ownership(conn, path, {**res.fields, "mode": None}, None)
         else:
             set_ownership(conn, path, res.fields, observed)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-import cerberus
-
 from provisioner.secret import Secret
 from provisioner.spec.units import parse_mode, parse_size
 
@@ -44,26 +42,40 @@ def _coerce_bool(value: Any) -> Any:
     return value
 
 
-class _Validator(cerberus.Validator):
-    """Adds size/mode types; errors carry readable messages."""
+_validator_class: Any = None
 
-    def _normalize_coerce_size(self, value: Any) -> Any:
-        return _coerce_size(value)  # a bad size stays as is: the type check reports it
 
-    def _normalize_coerce_mode(self, value: Any) -> Any:
-        return _coerce_mode(value)
+def _validator_type() -> Any:
+    """cerberus is imported only when a document fails the fast path (or in
+    tests): a valid spec never pays its ~90 ms import."""
+    global _validator_class
+    if _validator_class is None:
+        import cerberus
 
-    def _normalize_coerce_int(self, value: Any) -> Any:
-        return _coerce_int(value)
+        class _Validator(cerberus.Validator):
+            """Adds size/mode types and the coercions the shorthands name."""
 
-    def _normalize_coerce_float(self, value: Any) -> Any:
-        return _coerce_float(value)
+            types_mapping = cerberus.Validator.types_mapping.copy()
+            types_mapping["secretstring"] = cerberus.TypeDefinition(
+                "secretstring", (str, Secret), ())
 
-    def _normalize_coerce_bool(self, value: Any) -> Any:
-        return _coerce_bool(value)
+            def _normalize_coerce_size(self, value: Any) -> Any:
+                return _coerce_size(value)  # a bad size stays: the type check reports it
 
-    types_mapping = cerberus.Validator.types_mapping.copy()
-    types_mapping["secretstring"] = cerberus.TypeDefinition("secretstring", (str, Secret), ())
+            def _normalize_coerce_mode(self, value: Any) -> Any:
+                return _coerce_mode(value)
+
+            def _normalize_coerce_int(self, value: Any) -> Any:
+                return _coerce_int(value)
+
+            def _normalize_coerce_float(self, value: Any) -> Any:
+                return _coerce_float(value)
+
+            def _normalize_coerce_bool(self, value: Any) -> Any:
+                return _coerce_bool(value)
+
+        _validator_class = _Validator
+    return _validator_class
 
 
 # Shorthands so module schemas stay short and consistent.
@@ -145,7 +157,7 @@ def _first_error(tree: dict, schema: dict, prefix: list[Any]) -> tuple[list[Any]
     return path, message
 
 
-_validators: dict[int, _Validator] = {}
+_validators: dict[int, Any] = {}
 _fast: dict[int, Any] = {}
 
 
@@ -190,7 +202,7 @@ def validate(fields: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
             return doc
     validator = _validators.get(key)
     if validator is None:
-        validator = _Validator(full, allow_unknown=False)
+        validator = _validator_type()(full, allow_unknown=False)
         _validators[key] = validator
     if not validator.validate(dict(fields)):
         path, message = _first_error(validator.errors, full, [])
@@ -201,6 +213,6 @@ def validate(fields: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 def validate_with_cerberus(fields: dict[str, Any], schema: dict[str, Any]) -> tuple[bool, Any]:
     """cerberus alone (for the fast path's equivalence tests)."""
     full = {**schema, **COMMON_FIELDS}
-    validator = _Validator(full, allow_unknown=False)
+    validator = _validator_type()(full, allow_unknown=False)
     ok = validator.validate(dict(fields))
     return ok, validator.document if ok else validator.errors
