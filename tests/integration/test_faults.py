@@ -27,11 +27,11 @@ if os.geteuid() != 0 or not shutil.which("ip") or not os.path.exists("/usr/sbin/
     pytest.skip("needs root, iproute2 and openssh-server", allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
-def net(tmp_path_factory):
-    with NetnsHosts(3, tmp_path_factory.mktemp("netns")) as hosts:
-        hosts.write_inventory()
-        yield hosts
+@pytest.fixture
+def net(netns_hosts: NetnsHosts) -> NetnsHosts:
+    """The session's namespace hosts (tests/harness/fixtures.py); every test
+    here restores links and daemons it breaks."""
+    return netns_hosts
 
 
 @pytest.fixture
