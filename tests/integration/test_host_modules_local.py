@@ -55,10 +55,25 @@ def build(kind: str, **fields: Any) -> Resource:
                     origin=Origin("/spec/site.yml", 1))
 
 
-@pytest.fixture
-def conn() -> Iterator[LocalConnection]:
-    with LocalConnection(HOST) as c:
+@pytest.fixture(params=["local", "ssh"])
+def conn(request) -> Iterator[LocalConnection]:
+    """Every test runs twice: through a local connection, and over real SSH
+    (an sshd of the harness fleet on loopback, strict host keys)."""
+    if request.param == "local":
+        with LocalConnection(HOST) as c:
+            yield c
+        return
+    from provisioner.connection.ssh import SshConnection
+
+    fleet = request.getfixturevalue("ssh_fleet")
+    h = fleet.host("h1")
+    c = SshConnection(HOST, h["address"], port=h["port"], user=h["user"], key_file=h["key_file"],
+                      known_hosts=str(fleet.known_hosts))
+    c.connect()
+    try:
         yield c
+    finally:
+        c.close()
 
 
 def plan(conn: LocalConnection, resources: list[Resource]) -> list[Change]:
@@ -387,6 +402,9 @@ def _installed(name: str) -> str | None:
 @pytest.mark.skipif(not (shutil.which("dpkg-scanpackages") and shutil.which("apt-ftparchive")),
                     reason="needs dpkg-dev and apt-utils (run .ci/install.sh)")
 def test_package(conn, tmp_path, monkeypatch):
+    if not isinstance(conn, LocalConnection):
+        pytest.skip("the private apt repository is passed through APT_CONFIG in the "
+                    "environment, which an SSH session does not inherit")
     name = unique()
     conf = _local_repo(tmp_path, name, ["1.0", "1.1"])
     # apt reads APT_CONFIG itself; LocalConnection's commands inherit it
