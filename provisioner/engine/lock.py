@@ -22,7 +22,8 @@ DEFAULT_LOCK_PATH = "/var/lock/provision.lock"
 # parameters, never code.
 _LOCK_SCRIPT = r"""
 command -v flock >/dev/null 2>&1 || { echo "no-flock"; exit 0; }
-exec 9>>"$1" || { echo "cannot-open"; exit 71; }
+( : >>"$1" ) 2>/dev/null || { echo "cannot-open"; exit 71; }
+exec 9>>"$1"
 if ! flock -w "$2" 9; then
   printf 'busy %s\n' "$(cat "$1.holder" 2>/dev/null || echo unknown)"; exit 75
 fi
@@ -57,6 +58,9 @@ class HostLock:
         if line == "no-flock":
             self.note = "flock is not installed on the host: applying without a lock"
             return
+        if line == "cannot-open":
+            raise HostError(self.conn.host, f"cannot open the lock file {self.path} "
+                                            "(set provision_lock_path, or use become)")
         if line.startswith("busy"):
             raise HostLocked(self.conn.host, f"another apply holds the lock {self.path}: "
                                              f"{line[5:] or 'unknown holder'}")
