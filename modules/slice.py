@@ -43,6 +43,9 @@ root=${PROVISION_CGROUP_ROOT:-/sys/fs/cgroup}
 if [ -e "$root/cgroup.controllers" ]; then v=2; else v=1; fi
 echo "version $v"
 show() { [ -r "$2" ] && printf '%s %s\n' "$1" "$(cat "$2")"; return 0; }
+# member pids of the given cgroups and of every cgroup below them (containers
+# and VMs sit in child cgroups of their slice)
+procs() { [ $# -gt 0 ] && find "$@" -name cgroup.procs -exec cat {} + 2>/dev/null; true; }
 for p in "$@"; do
   echo "slice $p"
   if [ $v = 2 ]; then
@@ -53,13 +56,14 @@ for p in "$@"; do
     show memory.max "$d/memory.max"
     show pids.max "$d/pids.max"
     show cpuset.cpus "$d/cpuset.cpus"
-    echo "members $(cat "$d/cgroup.procs" | wc -l)"
+    echo "members $(procs "$d" | sort -u | grep -c .)"
   else
-    n=0; seen=""
+    seen=""; dirs=""
     for c in cpu memory pids cpuset; do
       [ -d "$root/$c/$p" ] || continue
-      seen=1; n=$((n + $(cat "$root/$c/$p/cgroup.procs" | wc -l)))
+      seen=1; dirs="$dirs $root/$c/$p"
     done
+    n=$(procs $dirs | sort -u | grep -c .)
     [ -n "$seen" ] || continue
     echo "exists"
     show cpu.cfs_quota_us "$root/cpu/$p/cpu.cfs_quota_us"
@@ -136,9 +140,11 @@ p=$1
 if [ -e "$root/cgroup.controllers" ]; then dirs=$root/$p; else
   dirs=""; for h in "$root"/*; do [ -d "$h/$p" ] && dirs="$dirs $h/$p"; done
 fi
-n=0
-for d in $dirs; do [ -d "$d" ] && n=$((n + $(cat "$d/cgroup.procs" | wc -l))); done
+n=$(for d in $dirs; do [ -d "$d" ] && find "$d" -name cgroup.procs -exec cat {} +; done |
+   sort -u | grep -c .)
 if [ $n -gt 0 ]; then echo "slice '$p' has $n member processes; not removing it" >&2; exit 3; fi
+# empty child cgroups (left by a container or a VM) go first
+for d in $dirs; do [ -d "$d" ] && find "$d" -depth -mindepth 1 -type d -exec rmdir {} +; done
 for d in $dirs; do [ -d "$d" ] && rmdir "$d"; done
 exit 0
 """
@@ -184,7 +190,9 @@ class SliceModule(Module):
     uses_api = True
 
     # -- spec time ---------------------------------------------------------------
-    def normalize(self, fields: dict[str, Any], *, base_dir: str) -> dict[str, Any]:
+    def normalize(self, fields: dict[str, Any], ctx: Any = None, *,
+                  base_dir: str | None = None) -> dict[str, Any]:
+        # ctx: the spec loader's SpecContext (Module.normalize); base_dir: older callers
         out = dict(fields)
         if out.get("memory") is not None:
             out["memory"] = parse_size(out["memory"])

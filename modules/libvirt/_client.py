@@ -94,7 +94,8 @@ def client(conn: Connection) -> Client:
         virt = _open(conn, libvirt, uri)
     except libvirt.libvirtError as exc:
         raise HostError(conn.host, f"libvirt at {uri} unreachable: "
-                        f"{_one_line(exc.get_error_message() or str(exc))}") from None
+                        f"{_one_line(exc.get_error_message() or str(exc))}"
+                        f"{_socket_hint(conn, uri)}") from None
     except (OSError, NotImplementedError) as exc:
         raise HostError(conn.host, f"libvirt at {uri} unreachable: {exc}") from None
     result = Client(conn, virt, uri)
@@ -108,6 +109,21 @@ def client(conn: Connection) -> Client:
 
     conn.on_close(close)
     return result
+
+
+def _socket_hint(conn: Connection, uri: str) -> str:
+    """Why a forwarded open failed, when the host can tell: the forward only
+    shows an EOF when the daemon's socket is not there."""
+    from provisioner.connection.local import LocalConnection
+
+    if is_test_uri(uri) or isinstance(conn, LocalConnection):
+        return ""
+    sock = str(conn.vars.get("provision_libvirt_socket") or DEFAULT_SOCKET)
+    try:
+        res = conn.run(["test", "-S", sock])
+    except Exception:
+        return ""
+    return "" if res.ok else f" (no socket at {sock} on the host: is libvirtd running?)"
 
 
 def _alive(c: Client) -> bool:

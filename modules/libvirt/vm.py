@@ -16,13 +16,15 @@ The root disk <vm>.qcow2 is a qcow2 overlay whose backing file is the image
 (~25 ms, a few hundred KiB), or a reflink clone when the image is raw and the
 native helper can make one. Never a full copy.
 
-In place: vcpus, memory, kernel/initrd/cmdline, network/bridge, slice,
+In place: vcpus, memory, kernel/initrd/cmdline, network/bridge,
 cloud-init, new or grown disks (the persistent definition; a running guest
 picks most of them up at its next boot, which the plan notes), autostart and
-running state. Replaced: image, firmware, virt_type, a smaller disk; the
-running VM is shut down through ACPI first (shutdown_timeout, default 60 s,
-then forced off) and its root disk recreated. Extra disks are kept on
-replace, and on state: absent unless delete_disks: true.
+running state. slice: the running guest's QEMU process joins the slice's
+cgroup at once (modules/libvirt/_cgroup.py), no restart. Replaced: image,
+firmware, virt_type, a smaller disk; the running VM is shut down through
+ACPI first (shutdown_timeout, default 60 s, then forced off) and its root
+disk recreated. Extra disks are kept on replace, and on state: absent unless
+delete_disks: true.
 
 A VM that exists without provision's ownership mark is never changed unless
 the spec says adopt: true (the plan says so).
@@ -42,6 +44,9 @@ from modules.libvirt._base import (
     upload,
     wait_until,
 )
+from modules.libvirt._cgroup import attach as attach_to_slice
+from modules.libvirt._cgroup import forget as forget_cgroups
+from modules.libvirt._cgroup import read_membership
 from modules.libvirt._client import client, error_text, libvirt_module
 from modules.libvirt._xml import (
     domain_xml,
@@ -63,7 +68,7 @@ DEFAULT_MEMORY = 512 * 1024 * 1024
 DEFAULT_SHUTDOWN_TIMEOUT = 60.0
 # what needs the guest to boot again to see it (the persistent definition changes at once)
 RESTART_FIELDS = ("vcpus", "memory", "kernel", "initrd", "cmdline", "network", "bridge",
-                  "slice", "console_log", "cloud_init_sha", "extra_disks")
+                  "console_log", "cloud_init_sha", "extra_disks")
 
 
 def root_volume(name: str, fmt: str = "qcow2") -> str:
@@ -174,7 +179,7 @@ class VmModule(LibvirtModule):
         elif image:
             pool_name = image.split("/", 1)[0]
             deps.append(make_address(res.host, "pool", pool_name))
-        for kind, key in (("pool", "pool"), ("network", "network")):
+        for kind, key in (("pool", "pool"), ("network", "network"), ("slice", "slice")):
             if res.fields.get(key):
                 deps.append(make_address(res.host, kind, res.fields[key]))
         addresses = {o.address for o in others}
@@ -190,6 +195,7 @@ class VmModule(LibvirtModule):
         try:
             listing = self._list(c, wanted)
             out = {r.address: listing.get(r.name) for r in resources}
+            self._read_slices(c, resources, out)
             capacities: dict[str, int | None] = {}
             for res in resources:
                 self._plan_checks(c, res, out[res.address], capacities)
@@ -215,6 +221,21 @@ class VmModule(LibvirtModule):
             out[name] = self._observed(c, info, state, name in auto)
         return out
 
+    def _read_slices(self, c: Any, resources: Sequence[Resource],
+                     out: dict[str, dict[str, Any] | None]) -> None:
+        """Which slice each running VM's QEMU process is in (one round trip),
+        for the VMs that declare a slice. A stopped VM has no process: its
+        observed slice is the one recorded when provision last set it, and it
+        joins on start."""
+        if c.test:
+            return
+        running = {r.name: out[r.address] for r in resources
+                   if r.fields.get("slice") and out.get(r.address)
+                   and out[r.address]["state"] in ("running", "paused")}
+        for name, member in read_membership(c.conn, sorted(running)).items():
+            running[name].update(slice=member["slice"], qemu_pid=member["pid"],
+                                 slice_detail=member["detail"])
+
     def _observed(self, c: Any, info: dict[str, Any], state: str, autostart: bool
                   ) -> dict[str, Any]:
         meta = info["meta"]
@@ -224,6 +245,9 @@ class VmModule(LibvirtModule):
                                        "cmdline", "firmware", "slice", "network", "bridge",
                                        "virt_type", "console_log")
         }
+        # the slice provision recorded (<resource><partition> is not used: see _cgroup)
+        observed["slice"] = (meta or {}).get("slice") or None
+        observed["slice_meta"] = observed["slice"]
         observed.update(state=state, autostart=autostart, managed=meta is not None,
                         owner=(meta or {}).get("owner"), image=(meta or {}).get("image") or None,
                         cloud_init_sha=(meta or {}).get("cloud-init") or None)
@@ -340,6 +364,13 @@ class VmModule(LibvirtModule):
             if later:
                 notes.append(f"{', '.join(later)} takes effect after restart (the persistent "
                              "definition changes now; the running guest is not restarted)")
+        if "slice" in changed and running:
+            where = observed.get("slice_detail") or (f"in slice {observed['slice']}"
+                                                     if observed.get("slice") else "")
+            pid = observed.get("qemu_pid")
+            notes.append(f"the running QEMU process{f' (pid {pid})' if pid else ''}"
+                         f"{f', now {where},' if where else ''} joins slice {desired['slice']} "
+                         "at once; the guest is not restarted")
         if "disk" in changed and observed.get("disk"):
             notes.append(f"the root disk grows from {format_size(observed['disk'])} to "
                          f"{format_size(desired['disk'])} (the guest grows its partition)")
@@ -387,8 +418,7 @@ class VmModule(LibvirtModule):
             "memory": desired.get("memory") or DEFAULT_MEMORY,
             "virt_type": desired.get("virt_type") or default_virt_type(c),
             **{k: desired.get(k) for k in ("network", "bridge", "kernel", "initrd", "cmdline",
-                                           "firmware", "slice", "console_log", "machine",
-                                           "arch")},
+                                           "firmware", "console_log", "machine", "arch")},
         }
         if c.test and not spec.get("arch"):
             spec["arch"] = "i686"
@@ -400,12 +430,18 @@ class VmModule(LibvirtModule):
         if desired.get("cloud_init"):
             spec["seed"] = self._write_seed(c, res, pool)
         meta = {"owner": res.owner, "image": desired.get("image"),
-                "cloud-init": desired.get("cloud_init_sha")}
+                "cloud-init": desired.get("cloud_init_sha"), "slice": desired.get("slice")}
         dom = c.virt.defineXML(domain_xml(spec, meta))
         if desired.get("autostart"):
             dom.setAutostart(1)
         if desired.get("state", "running") == "running":
             dom.create()
+            self._join_slice(c, res)
+
+    def _join_slice(self, c: Any, res: Resource) -> None:
+        """The just-started (or running) guest's QEMU process into its slice."""
+        if res.fields.get("slice") and not c.test:
+            attach_to_slice(c.conn, res.name, res.fields["slice"])
 
     def _root_disk(self, c: Any, res: Resource, pool: Any, image_vol: Any | None
                    ) -> dict[str, Any] | None:
@@ -498,7 +534,7 @@ class VmModule(LibvirtModule):
         dom = c.virt.lookupByName(res.name)
         live = dom.isActive()
         xml_changes: dict[str, Any] = {}
-        for key in ("vcpus", "memory", "kernel", "initrd", "cmdline", "slice"):
+        for key in ("vcpus", "memory", "kernel", "initrd", "cmdline"):
             if key in changed:
                 xml_changes[key] = desired[key]
         if "network" in changed or "bridge" in changed:
@@ -523,7 +559,10 @@ class VmModule(LibvirtModule):
             if new:
                 xml_changes["extra"] = new
         meta = {"owner": res.owner, "image": before.get("image") if desired.get("image") is None
-                else desired["image"], "cloud-init": before.get("cloud_init_sha")}
+                else desired["image"], "cloud-init": before.get("cloud_init_sha"),
+                "slice": desired.get("slice") or before.get("slice_meta")}
+        if "slice" in changed and desired.get("slice") != before.get("slice_meta"):
+            xml_changes["meta"] = meta
         if "cloud_init_sha" in changed:
             seed = self._write_seed(c, res, pool)
             meta["cloud-init"] = desired["cloud_init_sha"]
@@ -544,6 +583,9 @@ class VmModule(LibvirtModule):
             dom.setAutostart(1 if desired["autostart"] else 0)
         if "state" in changed:
             self._set_state(c, dom, desired)
+        if desired.get("slice") and dom.isActive() and (
+                "slice" in changed or ("state" in changed and not live)):
+            self._join_slice(c, res)
 
     def _live_changes(self, dom: Any, changed: set[str], desired: dict[str, Any]) -> None:
         """Best effort on the running guest; what it refuses waits for a restart."""
@@ -610,6 +652,8 @@ class VmModule(LibvirtModule):
         inactive = parse_domain(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
         if dom.isActive():
             self._shutdown(c, dom, res.fields)
+        if not c.test:
+            forget_cgroups(c.conn, res.name)
         flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                  | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
                  | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)

@@ -175,8 +175,10 @@ class Runner:
                 self.progress.done(host, f"{n} to change" if n else "no changes")
                 return HostPlan(host, changes)
             except ProvisionError as exc:
-                self.progress.done(host, "failed")
-                return HostPlan(host, [], error=REGISTRY.scrub(_host_message(exc, host)))
+                unreachable = isinstance(exc, Unreachable)
+                self.progress.done(host, "unreachable" if unreachable else "failed")
+                return HostPlan(host, [], error=REGISTRY.scrub(_host_message(exc, host)),
+                                unreachable=unreachable)
 
         try:
             results = self._parallel(hosts, one)
@@ -208,8 +210,9 @@ class Runner:
         def one(host: str) -> HostReport:
             hp = plan.hosts[host]
             if hp.error:
-                self.progress.done(host, "unreachable")
-                return HostReport(host, status="unreachable", error=hp.error)
+                status = "unreachable" if hp.unreachable else "failed"
+                self.progress.done(host, status)
+                return HostReport(host, status=status, error=hp.error)
             if not any(c.action.changes for c in hp.changes):
                 self.progress.done(host, "ok")
                 return HostReport(host)

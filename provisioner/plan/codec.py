@@ -72,7 +72,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "summary": plan.counts(),
         "has_changes": plan.has_changes(),
         "hosts": {
-            name: {"error": hp.error, "changes": [change_to_dict(c) for c in hp.changes]}
+            name: {"error": hp.error, "unreachable": hp.unreachable,
+                   "changes": [change_to_dict(c) for c in hp.changes]}
             for name, hp in plan.hosts.items()
         },
     }
@@ -104,7 +105,8 @@ def loads(text: str, source: str = "plan") -> Plan:
                        depends_on=c["depends_on"])
                 for c in h["changes"]
             ]
-            hosts[name] = HostPlan(name, changes, error=h["error"])
+            hosts[name] = HostPlan(name, changes, error=h["error"],
+                                   unreachable=bool(h.get("unreachable", False)))
         return Plan(hosts=hosts, spec_path=spec["path"], spec_digest=spec["digest"],
                     inventory=spec["inventory"], extra_vars=spec["extra_vars"],
                     limit=spec["limit"], created=doc.get("created", ""))

@@ -41,6 +41,7 @@ class HostPlan:
     host: str
     changes: list[Change]
     error: str | None = None  # unreachable / facts failed: nothing planned
+    unreachable: bool = False  # the error was reaching the host, not reading it
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
