@@ -229,8 +229,8 @@ class DockerImageModule(Module):
         what = {"source_digest": "the build context changed" if desired.get("source") == "build"
                 else "the tarball changed", "id": "the tarball holds another image",
                 "registry_digest": "the registry has a newer image for this tag"}
-        return [f"{what[c]}: containers using {desired['name']} are recreated on the next "
-                "plan that sees the new image ID" for c in changed if c in what]
+        return [f"{what[c]}: containers using {desired['name']} are read again after it "
+                "and recreated in the same apply" for c in changed if c in what]
 
     # -- acting ----------------------------------------------------------------
     def apply(self, conn: Connection, res: Resource, change: Change) -> None:

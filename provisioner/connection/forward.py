@@ -69,6 +69,11 @@ class SocketForward:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
+        # Tunnels are not counted against the command cap: they are long-lived
+        # (keep-alive HTTP, a libvirt session) and would starve it into a
+        # deadlock. Per host, commands run one at a time, plus the lock
+        # channel and a few tunnels (Docker's pool is capped at 2): well under
+        # sshd's default MaxSessions of 10.
         command = self.conn._command(self.bridge, None)
         try:
             chan = self.conn.transport.open_session(timeout=self.conn.options.connect_timeout)

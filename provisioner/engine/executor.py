@@ -59,10 +59,17 @@ def apply_host(conn: Connection, resources: Sequence[Resource], changes: Sequenc
     by_addr = {r.address: r for r in resources}
     todo = [c for c in changes if c.action.changes]
     # Deletes go last and in reverse dependency order: a file leaves before
-    # its directory, a container before its network.
-    ordered = [c for c in todo if c.action is not Action.DELETE]
-    ordered += list(reversed([c for c in todo if c.action is Action.DELETE]))
+    # its directory, a container before its network. Unchanged resources that
+    # depend on something stay in the sequence: if a dependency changes in
+    # this apply (an image rebuilt), they are read and diffed again, so the
+    # container on it is recreated now rather than on the next apply.
+    sequence = [c for c in changes if c.action is not Action.DELETE
+                and (c.action.changes or c.depends_on)]
+    sequence += list(reversed([c for c in todo if c.action is Action.DELETE]))
+    ordered = todo
     failed: set[str] = set()
+    changed_now: set[str] = set()
+    index = 0
 
     def record(outcome: Outcome) -> None:
         report.outcomes.append(outcome)
@@ -75,7 +82,23 @@ def apply_host(conn: Connection, resources: Sequence[Resource], changes: Sequenc
         for change in ordered:
             journal.write("planned", host=conn.host, address=change.address,
                           action=change.action.value)
-    for index, change in enumerate(ordered, 1):
+    for change in sequence:
+        if change.action is Action.NOOP:
+            trigger = next((d for d in change.depends_on if d in changed_now), None)
+            if trigger is None:
+                continue
+            res = by_addr[change.address]
+            fresh = diff(get_module(res.kind), res,
+                         observe(conn, [res], timeout=timeout).get(res.address))
+            if fresh.action is Action.NOOP:
+                continue
+            fresh.notes = fresh.notes + [f"re-planned: {trigger} changed in this apply"]
+            change = fresh
+            ordered = ordered + [change]
+            if journal:
+                journal.write("planned", host=conn.host, address=change.address,
+                              action=change.action.value)
+        index += 1
         if should_stop and should_stop():
             record(Outcome(change.address, change.action, "skipped",
                            "interrupted before it started"))
@@ -101,8 +124,10 @@ def apply_host(conn: Connection, resources: Sequence[Resource], changes: Sequenc
             record(Outcome(change.address, change.action, "failed",
                            REGISTRY.scrub(exc.message), time.monotonic() - t0))
             # nothing more can be done on this host; say what never started
-            for rest in ordered[index:]:
-                record(Outcome(rest.address, rest.action, "skipped", "host unreachable"))
+            done = {o.address for o in report.outcomes}
+            for rest in todo:
+                if rest.address not in done:
+                    record(Outcome(rest.address, rest.action, "skipped", "host unreachable"))
             report.status = "unreachable"
             report.error = REGISTRY.scrub(exc.message)
             report.seconds = time.monotonic() - started
@@ -119,6 +144,7 @@ def apply_host(conn: Connection, resources: Sequence[Resource], changes: Sequenc
                            REGISTRY.scrub(f"{type(exc).__name__}: {exc}"),
                            time.monotonic() - t0))
             continue
+        changed_now.add(change.address)
         record(Outcome(change.address, change.action, "changed", "", time.monotonic() - t0))
     try:
         _check_converged(conn, by_addr, report, timeout)

@@ -30,12 +30,19 @@ def _clean(value: Any) -> Any:
 
 
 def _sensitive(change: Change) -> list[str]:
-    fields = set()
-    for side in (change.before, change.after):
-        for k, v in (side or {}).items():
-            if isinstance(v, Secret):
-                fields.add(k)
-    return sorted(fields)
+    """Dotted paths of every value shown as (sensitive): env.DB_PASSWORD."""
+    found: set[str] = set()
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, Secret):
+            found.add(path)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+
+    walk(change.before or {}, "")
+    walk(change.after or {}, "")
+    return sorted(found)
 
 
 def change_to_dict(c: Change) -> dict[str, Any]:

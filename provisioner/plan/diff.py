@@ -31,21 +31,29 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def mask_like(desired: dict[str, Any], observed: dict[str, Any] | None,
-              sensitive: frozenset[str] = frozenset()) -> dict[str, Any] | None:
+def mask_like(desired: Any, observed: Any,
+              sensitive: frozenset[str] = frozenset()) -> Any:
     """Where the spec holds a secret, the observed value is secret too: the
-    old password in a config file is as sensitive as the new one. Fields a
-    module declares sensitive are masked whatever the spec says."""
-    if observed is None:
-        return None
+    old password in a config file is as sensitive as the new one. Mappings
+    are followed (a secret in a container's env masks that key's observed
+    value), and fields a module declares sensitive are masked whatever the
+    spec says."""
+    if not isinstance(observed, dict):
+        return observed
     masked = dict(observed)
     for key in masked:
         if key in sensitive and masked[key] is not None and not isinstance(masked[key], Secret):
             masked[key] = Secret(str(masked[key]))
+    if not isinstance(desired, dict):
+        return masked
     for key, want in desired.items():
-        if (isinstance(want, Secret) and masked.get(key) is not None
-                and not isinstance(masked[key], Secret)):
-            masked[key] = Secret(str(masked[key]))
+        have = masked.get(key)
+        if have is None or isinstance(have, Secret):
+            continue
+        if isinstance(want, Secret):
+            masked[key] = Secret(str(have))
+        elif isinstance(want, dict) and isinstance(have, dict):
+            masked[key] = mask_like(want, have)
     return masked
 
 
