@@ -120,7 +120,10 @@ class SocketForward:
             except OSError:
                 pass
             client.close()
-            chan.close()
+            try:
+                chan.close()
+            except (EOFError, OSError):
+                pass  # the transport died first (the host went away): nothing to close
 
     def close(self) -> None:
         self._closed = True
