@@ -542,3 +542,12 @@ def short_id(image_id: str | None) -> str:
     if not image_id:
         return "(none)"
     return image_id.split(":", 1)[-1][:12]
+
+
+# Docker's own rule for container, volume and network names.
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def str_dict(value: Any) -> dict[str, str]:
+    """Options and labels as Docker stores them: strings, sorted by key."""
+    return {str(k): str(v) for k, v in sorted((value or {}).items())}

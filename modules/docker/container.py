@@ -48,7 +48,6 @@ from provisioner.resource import Resource
 from provisioner.secret import REGISTRY, reveal
 from provisioner.spec import schema as s
 
-NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 SLICE_ROOT = "/provision"  # the slice kind's cgroup: provision/<name>
 
 COMPARED = ("image", "state", "command", "entrypoint", "env", "ports", "volumes",
@@ -65,7 +64,7 @@ class ContainerModule(Module):
     kind = "container"
     uses_api = True
     schema = {
-        "name": s.string(required=True, empty=False, regex=NAME_RE),
+        "name": s.string(required=True, empty=False, regex=n.NAME_RE),
         "image": s.string(empty=False),
         "state": s.one_of("running", "stopped", "absent", default="running"),
         "command": {"type": ["string", "list"], "nullable": True},

@@ -28,19 +28,14 @@ from provisioner.plan.model import Action, Change
 from provisioner.resource import Resource
 from provisioner.spec import schema as s
 
-NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 BUILTIN = {"bridge", "host", "none", "default"}
-
-
-def _str_dict(value: Any) -> dict[str, str]:
-    return {str(k): str(v) for k, v in sorted((value or {}).items())}
 
 
 class DockerNetworkModule(Module):
     kind = "docker_network"
     uses_api = True
     schema = {
-        "name": s.string(required=True, empty=False, regex=NAME_RE),
+        "name": s.string(required=True, empty=False, regex=n.NAME_RE),
         "driver": s.string(empty=False, default="bridge"),
         "internal": s.boolean(default=False),
         "attachable": s.boolean(default=False),
@@ -67,7 +62,7 @@ class DockerNetworkModule(Module):
         return {"name": fields["name"], "state": fields["state"], "driver": fields["driver"],
                 "internal": fields["internal"], "attachable": fields["attachable"],
                 "subnet": fields.get("subnet"), "gateway": fields.get("gateway"),
-                "options": _str_dict(fields.get("options")), "labels": labels,
+                "options": n.str_dict(fields.get("options")), "labels": labels,
                 "adopt": fields["adopt"]}
 
     def read_many(self, conn: Connection, resources: Sequence[Resource]
@@ -123,7 +118,7 @@ def _observed(net: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
     labels = net.get("Labels") or {}
     pools = (net.get("IPAM") or {}).get("Config") or [{}]
     want_options = desired.get("options") or {}
-    options = _str_dict(net.get("Options"))
+    options = n.str_dict(net.get("Options"))
     # drivers add options of their own; only the declared ones are ours to compare
     options = {k: v for k, v in options.items() if k in want_options} if desired else options
     observed = {"name": net["Name"], "id": net.get("Id"), "state": "present",

@@ -28,18 +28,12 @@ from provisioner.plan.model import Action, Change
 from provisioner.resource import Resource
 from provisioner.spec import schema as s
 
-NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-
-
-def _str_dict(value: Any) -> dict[str, str]:
-    return {str(k): str(v) for k, v in sorted((value or {}).items())}
-
 
 class DockerVolumeModule(Module):
     kind = "docker_volume"
     uses_api = True
     schema = {
-        "name": s.string(required=True, empty=False, regex=NAME_RE),
+        "name": s.string(required=True, empty=False, regex=n.NAME_RE),
         "driver": s.string(empty=False, default="local"),
         "driver_opts": {"type": "dict", "nullable": True},
         "labels": {"type": "dict", "nullable": True},
@@ -56,7 +50,7 @@ class DockerVolumeModule(Module):
         except ValueError as exc:
             ctx.fail("labels", str(exc))
         return {"name": fields["name"], "state": fields["state"], "driver": fields["driver"],
-                "driver_opts": _str_dict(fields.get("driver_opts")), "labels": labels,
+                "driver_opts": n.str_dict(fields.get("driver_opts")), "labels": labels,
                 "recreate": fields["recreate"], "adopt": fields["adopt"]}
 
     def read_many(self, conn: Connection, resources: Sequence[Resource]
@@ -110,6 +104,6 @@ class DockerVolumeModule(Module):
 def _observed(v: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
     labels = v.get("Labels") or {}
     return {"name": v["Name"], "state": "present", "driver": v.get("Driver"),
-            "driver_opts": _str_dict(v.get("Options")),
+            "driver_opts": n.str_dict(v.get("Options")),
             "labels": n.labels_from_inspect(labels, {}, desired.get("labels") or {}),
             "owner": n.owner_of(labels), "mountpoint": v.get("Mountpoint")}

@@ -144,3 +144,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def undefine_quietly(lookup: Callable[[str], Any], name: str) -> None:
+    """Stop (if active) and undefine the object lookup(name) finds; nothing
+    to do when it does not exist (a network or pool already gone)."""
+    libvirt = libvirt_module()
+    try:
+        obj = lookup(name)
+    except libvirt.libvirtError:
+        return
+    if obj.isActive():
+        obj.destroy()
+    obj.undefine()

@@ -16,7 +16,7 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
-from modules.libvirt._base import LibvirtModule
+from modules.libvirt._base import LibvirtModule, undefine_quietly
 from modules.libvirt._client import client, error_text, libvirt_module
 from modules.libvirt._xml import network_xml, parse_network
 from provisioner.connection.base import Connection
@@ -129,11 +129,4 @@ class NetworkModule(LibvirtModule):
         c.virt.networkDefineXML(to_string(root))
 
     def _remove(self, c: Any, name: str) -> None:
-        libvirt = libvirt_module()
-        try:
-            net = c.virt.networkLookupByName(name)
-        except libvirt.libvirtError:
-            return
-        if net.isActive():
-            net.destroy()
-        net.undefine()
+        undefine_quietly(c.virt.networkLookupByName, name)

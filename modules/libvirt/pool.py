@@ -16,7 +16,7 @@ import posixpath
 from collections.abc import Sequence
 from typing import Any
 
-from modules.libvirt._base import LibvirtModule, forget_pools
+from modules.libvirt._base import LibvirtModule, forget_pools, undefine_quietly
 from modules.libvirt._client import (
     client,
     error_text,
@@ -133,11 +133,4 @@ class PoolModule(LibvirtModule):
             raise HostError(conn.host, f"pool {res.name}: {error_text(exc)}") from None
 
     def _remove(self, c: Any, name: str) -> None:
-        libvirt = libvirt_module()
-        try:
-            pool = c.virt.storagePoolLookupByName(name)
-        except libvirt.libvirtError:
-            return
-        if pool.isActive():
-            pool.destroy()
-        pool.undefine()
+        undefine_quietly(c.virt.storagePoolLookupByName, name)
