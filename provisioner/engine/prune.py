@@ -10,9 +10,12 @@ from collections.abc import Sequence
 
 from modules import get_module
 from provisioner.connection.base import Connection
+from provisioner.errors import ProvisionError
 from provisioner.plan.diff import diff
 from provisioner.plan.model import Action, Change
 from provisioner.resource import Origin, Resource, make_address
+from provisioner.spec.context import SpecContext
+from provisioner.spec.schema import ValidationFailure, validate
 
 PRUNE_REASON = "no longer declared"
 
@@ -20,15 +23,25 @@ PRUNE_REASON = "no longer declared"
 def absent_resource(host: str, kind: str, name: str, owner: str) -> Resource:
     """A stand-in resource saying "kind/name must not exist" on host."""
     module = get_module(kind)
-    return Resource(host=host, kind=kind, name=name,
-                    fields={module.name_field: name, "state": "absent"},
+    fields: dict = {module.name_field: name, "state": "absent"}
+    # through the schema and normalize, so the module sees its defaults
+    # (a stop timeout, a delete_disks: false) as for a declared resource
+    try:
+        full = validate(dict(fields), module.schema)
+        full.pop("depends_on", None)
+        ctx = SpecContext(file="(no longer declared)", line=None, field_prefix=kind,
+                          field_lines={}, variables={}, host=host)
+        fields = module.normalize(full, ctx)
+    except (ValidationFailure, ProvisionError):
+        pass  # a kind that needs more than a name to say "absent": the bare form
+    return Resource(host=host, kind=kind, name=name, fields=fields,
                     origin=Origin("(no longer declared)"), owner=owner)
 
 
-def prune_changes(conn: Connection, host: str, kinds: Sequence[str], owner: str,
+def prune_changes(conn: Connection, host: str, targets: Sequence[tuple[str, str]],
                   declared: set[str]) -> list[Change]:
     changes = []
-    for kind in kinds:
+    for kind, owner in targets:
         module = get_module(kind)
         for name, observed in sorted(module.list_owned(conn, owner).items()):
             if make_address(host, kind, name) in declared:

@@ -156,7 +156,7 @@ class Runner:
 
         ordered = ordered if ordered is not None else ordered_resources(spec)
         self.connection_vars = spec.connection_vars
-        prune_kinds = {h: spec.prune_kinds(h) for h in spec.hosts} if prune else {}
+        prune_kinds = {h: spec.prune_targets(h) for h in spec.hosts} if prune else {}
         ordered = {h: rs for h, rs in ordered.items() if rs or prune_kinds.get(h)}
         hosts = [h for h in spec.hosts if ordered.get(h)]
         self.progress.start(hosts, "reading state")
@@ -170,7 +170,7 @@ class Runner:
                 changes = plan_changes(ordered[host], observed)
                 if prune_kinds.get(host):
                     declared = {r.address for r in ordered[host]}
-                    changes += prune_changes(conn, host, prune_kinds[host], spec.owner, declared)
+                    changes += prune_changes(conn, host, prune_kinds[host], declared)
                 n = sum(1 for c in changes if c.action.changes)
                 self.progress.done(host, f"{n} to change" if n else "no changes")
                 return HostPlan(host, changes)

@@ -44,6 +44,7 @@ class Play:
     # kinds whose owned-but-undeclared resources prune deletes: the kinds the
     # play declares, or the list given as `prune: [container, vm]`
     prune_kinds: list[str] = field(default_factory=list)
+    owner: str = ""  # the ownership label of what this play creates
 
 
 @dataclass
@@ -58,12 +59,13 @@ class Spec:
     # connection (provision_libvirt_uri, provision_docker_socket, ...)
     connection_vars: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def prune_kinds(self, host: str) -> list[str]:
-        kinds: set[str] = set()
+    def prune_targets(self, host: str) -> list[tuple[str, str]]:
+        """(kind, owner) pairs whose owned-but-undeclared resources prune deletes."""
+        targets: set[tuple[str, str]] = set()
         for play in self.plays:
             if play.prune and host in play.hosts:
-                kinds.update(play.prune_kinds)
-        return sorted(kinds)
+                targets.update((kind, play.owner) for kind in play.prune_kinds)
+        return sorted(targets)
 
     def for_host(self, host: str) -> list[Resource]:
         return [r for r in self.resources if r.host == host]
@@ -173,8 +175,13 @@ class SpecLoader:
         if prune and not prune_kinds:
             prune_kinds = sorted({str(k) for item, _, _ in entries for k in item
                                   if k != "depends_on" and str(k) in known_kinds()})
+        owner = self.extra_vars.get("provision_owner") or play_vars.get("provision_owner") \
+            or self.owner
+        if not isinstance(owner, str) or "{" in owner:
+            raise SpecError("must be a plain string (it labels what this play creates)",
+                            file=file, line=play.line_of("vars"), field="vars.provision_owner")
         self.plays.append(Play(name=str(name), hosts=[h.name for h in hosts], prune=prune,
-                               file=file, prune_kinds=prune_kinds))
+                               file=file, prune_kinds=prune_kinds, owner=owner))
         for host in hosts:
             if host.name not in self.hosts:
                 self.hosts.append(host.name)
@@ -185,7 +192,7 @@ class SpecLoader:
             if steering:
                 self.connection_vars.setdefault(host.name, {}).update(steering)
             for entry in entries:
-                self._add_resource(entry, host.name, variables, str(name))
+                self._add_resource(entry, host.name, variables, str(name), owner)
 
     def _play_vars(self, play: MarkedDict, file: str) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -244,7 +251,7 @@ class SpecLoader:
 
     # -- resources -----------------------------------------------------------
     def _add_resource(self, entry: tuple[MarkedDict, int, str], host: str,
-                      variables: dict[str, Any], play: str) -> None:
+                      variables: dict[str, Any], play: str, owner: str) -> None:
         item, index, file = entry
         line = item.line if isinstance(item, MarkedDict) else None
         kinds = [k for k in item if k != "depends_on"]
@@ -291,7 +298,6 @@ class SpecLoader:
                             f"(first at {self._seen[address]})", file=file, line=line,
                             field=f"{field_prefix}.{module.name_field}")
         self._seen[address] = origin
-        owner = variables.get("provision_owner") or self.owner
         self.resources.append(Resource(host=host, kind=kind, name=name, fields=desired,
                                        origin=origin, depends_on=list(depends), play=play,
                                        owner=str(owner)))
