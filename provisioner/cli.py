@@ -54,7 +54,7 @@ def _load_inventory(sources: tuple[str, ...]) -> Any:
 
 
 def _ssh_options(ctx_opts: dict[str, Any]) -> Any:
-    from provisioner.connection.ssh import SshOptions
+    from provisioner.connection.options import SshOptions
 
     return SshOptions(
         connect_timeout=ctx_opts["connect_timeout"],

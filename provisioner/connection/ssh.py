@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 # paramiko.config imports `invoke` (only for `Match exec` in ssh_config, which
 # we never read) at a cost of ~100 ms per run; block it so paramiko skips it.
@@ -26,22 +25,13 @@ sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
 import paramiko  # noqa: E402
 
 from provisioner.connection.base import Connection, Held, Result  # noqa: E402
+from provisioner.connection.options import SshOptions  # noqa: E402
 from provisioner.errors import HostError, HostKeyRejected, Unreachable  # noqa: E402
 from provisioner.log import log_command, log_put  # noqa: E402
 
 _key_cache: dict[str, paramiko.PKey] = {}
 _known_hosts_cache: dict[str, paramiko.HostKeys] = {}
 _cache_lock = threading.Lock()
-
-
-@dataclass
-class SshOptions:
-    connect_timeout: float = 10.0
-    command_timeout: float | None = None  # default per command; None = no limit
-    retries: int = 2
-    accept_new_host_keys: bool = False  # trust-on-first-use, only when asked
-    known_hosts: str | None = None  # default ~/.ssh/known_hosts
-    max_channels: int = 8  # sshd's MaxSessions defaults to 10
 
 
 def load_private_key(path: str) -> paramiko.PKey:
