@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from provisioner.plan.model import Change
 
 SLICE_PARENT = "provision"
-_NAME_RE = r"^[A-Za-z0-9_@:+-][A-Za-z0-9_.@:+-]{0,127}$"
+_NAME_RE = r"^[A-Za-z0-9_@:+-][A-Za-z0-9_.@:+-]{0,127}\Z"
 # kernels round memory limits down to whole pages (4 KiB, 16 KiB or 64 KiB)
 _PAGE_SLACK = 65536
 FALLBACK_NOTE = "provision-helper unavailable on this host: plain cgroupfs reads and writes"
@@ -184,7 +184,7 @@ class SliceModule(Module):
         "cpus": s.number(min=0.01, nullable=True),
         "memory": s.size(min=1 << 20, nullable=True),
         "pids": s.integer(min=0, nullable=True),
-        "cpuset": s.string(regex=r"[0-9][0-9,\-]*", nullable=True),
+        "cpuset": s.string(regex=r"[0-9][0-9,\-]*\Z", nullable=True),
         "state": s.one_of("present", "absent", default="present"),
     }
     uses_api = True

@@ -545,7 +545,7 @@ def short_id(image_id: str | None) -> str:
 
 
 # Docker's own rule for container, volume and network names.
-NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z"  # \Z: "$" would accept a trailing newline
 
 
 def str_dict(value: Any) -> dict[str, str]:
