@@ -41,6 +41,26 @@ from provisioner.secret import REGISTRY
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 OWNER_LABEL = "dev.provision.owner"
+
+
+def unowned_note(what: str, desired: dict[str, Any], observed: dict[str, Any] | None,
+                 changed: list[str], deleting: bool) -> list[str]:
+    """The plan's warning for a change to a container, volume or network
+    provision did not create (no ownership label) and may not touch."""
+    if observed and (changed or deleting) and not desired.get("adopt") \
+            and observed.get("owner") is None:
+        return [f"{what} not created by provision (no {OWNER_LABEL} label): apply refuses "
+                "to change it unless adopt: true"]
+    return []
+
+
+def refuse_unowned(conn: Connection, what: str, name: str, desired: dict[str, Any],
+                   observed: dict[str, Any]) -> None:
+    """Apply's side of unowned_note."""
+    if observed.get("owner") is None and not desired.get("adopt"):
+        raise HostError(conn.host, f"{what} {name} exists but was not created by provision "
+                        f"(no {OWNER_LABEL} label); refusing to change it "
+                        "(set adopt: true to take it over)")
 SOURCE_LABEL = "dev.provision.source"  # hash of what an image was built/imported from
 LABEL_PREFIX = "dev.provision."
 # Each HTTP connection is one SSH channel (one bridge process). sshd's

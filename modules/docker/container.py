@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from modules.docker import _normalize as n
-from modules.docker._client import OWNER_LABEL, client, full_ref
+from modules.docker._client import OWNER_LABEL, client, full_ref, refuse_unowned, unowned_note
 from provisioner.connection.base import Connection
 from provisioner.errors import HostError
 from provisioner.module import Module
@@ -241,12 +241,8 @@ class ContainerModule(Module):
             else:
                 out.append(f"image: {observed.get('image')} → "
                            f"{desired['image']} ({n.short_id(new)})")
-        if not desired.get("adopt") and (changed or self.wants_absent(desired)) \
-                and observed.get("owner") is None:
-            out.append("this container was not created by provision (no "
-                       f"{OWNER_LABEL} label): apply refuses to change it unless "
-                       "adopt: true")
-        return out
+        return out + unowned_note("container", desired, observed, changed,
+                                  self.wants_absent(desired))
 
     # -- acting ----------------------------------------------------------------
     def apply(self, conn: Connection, res: Resource, change: Change) -> None:
@@ -388,13 +384,7 @@ class ContainerModule(Module):
 
 
 def _check_owner(conn: Connection, res: Resource, observed: dict[str, Any]) -> None:
-    if res.fields.get("adopt"):
-        return
-    owner = observed.get("owner")
-    if owner is None:
-        raise HostError(conn.host, f"container {res.name} exists but was not created by "
-                        f"provision (no {OWNER_LABEL} label); refusing to change it "
-                        "(set adopt: true to take it over)")
+    refuse_unowned(conn, "container", res.name, res.fields, observed)
 
 
 def _inspect(dk: Any, what: str, ref: str) -> dict[str, Any] | None:

@@ -20,9 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from modules.docker import _normalize as n
-from modules.docker._client import OWNER_LABEL, client
+from modules.docker._client import OWNER_LABEL, client, refuse_unowned, unowned_note
 from provisioner.connection.base import Connection
-from provisioner.errors import HostError
 from provisioner.module import Module
 from provisioner.plan.model import Action, Change
 from provisioner.resource import Resource
@@ -83,21 +82,14 @@ class DockerNetworkModule(Module):
 
     def notes(self, desired: dict[str, Any], observed: dict[str, Any] | None,
               changed: list[str]) -> list[str]:
-        if observed and (changed or self.wants_absent(desired)) and not desired.get("adopt") \
-                and observed.get("owner") is None:
-            return [f"network not created by provision (no {OWNER_LABEL} label): apply "
-                    "refuses to change it unless adopt: true"]
-        return []
+        return unowned_note("network", desired, observed, changed, self.wants_absent(desired))
 
     def apply(self, conn: Connection, res: Resource, change: Change) -> None:
         dk = client(conn)
         d = res.fields
         before = change.before or {}
         if change.action is not Action.CREATE:
-            if before.get("owner") is None and not d.get("adopt"):
-                raise HostError(conn.host, f"network {res.name} exists but was not created by "
-                                f"provision (no {OWNER_LABEL} label); refusing to change it "
-                                "(set adopt: true to take it over)")
+            refuse_unowned(conn, "network", res.name, d, before)
             with dk.errors(f"remove network {res.name}"):
                 dk.api.remove_network(before.get("id") or res.name)
             if change.action is Action.DELETE:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from modules.docker import _normalize as n
-from modules.docker._client import OWNER_LABEL, client
+from modules.docker._client import OWNER_LABEL, client, refuse_unowned, unowned_note
 from provisioner.connection.base import Connection
 from provisioner.errors import HostError
 from provisioner.module import Module
@@ -73,21 +73,15 @@ class DockerVolumeModule(Module):
         if observed and changed and not desired.get("recreate"):
             out.append("a volume cannot change in place and recreating it loses its data: "
                        "apply refuses unless recreate: true")
-        if observed and (changed or self.wants_absent(desired)) and not desired.get("adopt") \
-                and observed.get("owner") is None:
-            out.append(f"volume not created by provision (no {OWNER_LABEL} label): apply "
-                       "refuses to change it unless adopt: true")
-        return out
+        return out + unowned_note("volume", desired, observed, changed,
+                                  self.wants_absent(desired))
 
     def apply(self, conn: Connection, res: Resource, change: Change) -> None:
         dk = client(conn)
         d = res.fields
         before = change.before or {}
         if change.action is not Action.CREATE:
-            if before.get("owner") is None and not d.get("adopt"):
-                raise HostError(conn.host, f"volume {res.name} exists but was not created by "
-                                f"provision (no {OWNER_LABEL} label); refusing to change it "
-                                "(set adopt: true to take it over)")
+            refuse_unowned(conn, "volume", res.name, d, before)
             if change.action is not Action.DELETE and not d.get("recreate"):
                 raise HostError(conn.host, f"volume {res.name} differs in "
                                 f"{', '.join(change.changed_fields)}, which needs recreating it "
