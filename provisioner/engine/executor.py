@@ -66,7 +66,7 @@ def apply_host(conn: Connection, resources: Sequence[Resource], changes: Sequenc
     sequence = [c for c in changes if c.action is not Action.DELETE
                 and (c.action.changes or c.depends_on)]
     sequence += list(reversed([c for c in todo if c.action is Action.DELETE]))
-    ordered = todo
+    total = len(todo)  # grows when a dependent is re-planned
     failed: set[str] = set()
     changed_now: set[str] = set()
     index = 0
@@ -78,10 +78,13 @@ def apply_host(conn: Connection, resources: Sequence[Resource], changes: Sequenc
             journal.write(event, host=conn.host, address=outcome.address,
                           action=outcome.action.value, message=outcome.message)
 
-    if journal:
-        for change in ordered:
+    def planned(change: Change) -> None:
+        if journal:
             journal.write("planned", host=conn.host, address=change.address,
                           action=change.action.value)
+
+    for change in todo:
+        planned(change)
     for change in sequence:
         if change.action is Action.NOOP:
             trigger = next((d for d in change.depends_on if d in changed_now), None)
@@ -94,10 +97,8 @@ def apply_host(conn: Connection, resources: Sequence[Resource], changes: Sequenc
                 continue
             fresh.notes = fresh.notes + [f"re-planned: {trigger} changed in this apply"]
             change = fresh
-            ordered = ordered + [change]
-            if journal:
-                journal.write("planned", host=conn.host, address=change.address,
-                              action=change.action.value)
+            total += 1
+            planned(change)
         index += 1
         if should_stop and should_stop():
             record(Outcome(change.address, change.action, "skipped",
@@ -111,7 +112,7 @@ def apply_host(conn: Connection, resources: Sequence[Resource], changes: Sequenc
             continue
         res = by_addr[change.address]
         if on_event:
-            on_event(conn.host, f"[{index}/{len(ordered)}] {change.action.value} "
+            on_event(conn.host, f"[{index}/{total}] {change.action.value} "
                                 f"{change.kind} {change.name}")
         t0 = time.monotonic()
         if journal:
