@@ -56,15 +56,16 @@ def ordered_resources(spec: Spec) -> dict[str, list[Resource]]:
 
 def select_targets(ordered: dict[str, list[Resource]],
                    targets: list[str]) -> dict[str, list[Resource]]:
-    """Only the resources named by address, and what they depend on."""
+    """Only the resources named by address, and what they depend on
+    (ordered_resources already folded implicit edges into depends_on)."""
+    import difflib
+
     from provisioner.errors import SpecError
 
     all_addresses = {r.address: r for rs in ordered.values() for r in rs}
     wanted: set[str] = set()
     for target in targets:
         if target not in all_addresses:
-            import difflib
-
             close = difflib.get_close_matches(target, list(all_addresses), n=1)
             hint = f", did you mean {close[0]}?" if close else ""
             raise SpecError(f"--target {target}: no such resource in the spec{hint}")
@@ -74,9 +75,7 @@ def select_targets(ordered: dict[str, list[Resource]],
             if address in wanted:
                 continue
             wanted.add(address)
-            res = all_addresses[address]
-            implicit = get_module(res.kind).implicit_deps(res, ordered[res.host])
-            stack.extend(d for d in res.depends_on + implicit if d in all_addresses)
+            stack.extend(d for d in all_addresses[address].depends_on if d in all_addresses)
     return {h: [r for r in rs if r.address in wanted] for h, rs in ordered.items()
             if any(r.address in wanted for r in rs)}
 

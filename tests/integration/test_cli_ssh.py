@@ -221,3 +221,20 @@ def test_facts_over_ssh(fleet):
     assert r.exit_code == 0, r.output
     facts = json.loads(r.stdout)["h2"]["host"]
     assert facts["user"] == "root" and facts["arch"] and facts["cpus"] >= 1
+
+
+def test_target_takes_one_resource_and_what_it_depends_on(fleet, root, playbook):
+    address = f"h2/file/{root}/h2/motd"
+    r = run("plan", playbook, "-i", fleet.inventory, "-e", f"root={root}", "--json",
+            "--target", address)
+    assert r.exit_code == 0, r.output
+    planned = [c["address"] for h in json.loads(r.stdout)["hosts"].values() for c in h["changes"]]
+    # the file and, through the implicit edge, its directory; not the token file
+    assert planned == [f"h2/directory/{root}/h2", address]
+    r = run("apply", playbook, "-i", fleet.inventory, "-e", f"root={root}", "-t", address)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in root.iterdir()) == ["h2"]
+    assert sorted(p.name for p in (root / "h2").iterdir()) == ["motd"]
+    r = run("plan", playbook, "-i", fleet.inventory, "-e", f"root={root}",
+            "-t", f"h2/file/{root}/h2/motdd")
+    assert r.exit_code == 1 and "did you mean" in r.output
