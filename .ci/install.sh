@@ -16,7 +16,7 @@ packages=(
   busybox-static cpio gzip
   xfsprogs btrfs-progs
   iproute2 util-linux procps
-  gcc make dpkg-dev apt-utils sudo
+  gcc make dpkg-dev apt-utils sudo docker-registry
 )
 
 # Install, do not start, services (docker.io, libvirt-daemon-system, openssh-server): the
