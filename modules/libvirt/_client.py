@@ -18,7 +18,6 @@ in-memory test driver needs no daemon.
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import threading
 from typing import Any
@@ -54,8 +53,9 @@ def libvirt_module() -> Any:
 
 
 def uri_of(conn: Connection) -> str:
-    return str(conn.vars.get("provision_libvirt_uri")
-               or os.environ.get("PROVISION_LIBVIRT_URI") or DEFAULT_URI)
+    # host variables, or play variables / -e: the runner folds provision_*
+    # variables of plays into the connection's vars
+    return str(conn.vars.get("provision_libvirt_uri") or DEFAULT_URI)
 
 
 def is_test_uri(uri: str) -> bool:
