@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from provisioner.errors import HostError
+
 
 @dataclass(frozen=True)
 class Result:
@@ -77,6 +79,19 @@ class Connection(abc.ABC):
     @vars.setter
     def vars(self, value: dict[str, Any]) -> None:
         self.__dict__["_vars"] = dict(value)
+
+    def environment(self) -> list[str]:
+        """`env NAME=VALUE…` for every command, from the host variable
+        provision_environment (a proxy, an APT_CONFIG), like Ansible's
+        `environment:`; empty when unset. Goes after sudo, which resets the
+        environment."""
+        env = self.vars.get("provision_environment") or {}
+        if not isinstance(env, dict):
+            raise HostError(self.host, "provision_environment must be a mapping of names to values")
+        bad = [k for k in env if not (isinstance(k, str) and k.isidentifier())]
+        if bad:
+            raise HostError(self.host, f"provision_environment: {bad[0]!r} is not a variable name")
+        return ["env", *(f"{k}={v}" for k, v in sorted(env.items()))] if env else []
 
     @property
     def cache(self) -> dict[str, Any]:

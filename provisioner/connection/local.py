@@ -19,10 +19,11 @@ class LocalConnection(Connection):
         self.commands_run = 0
 
     def _wrap(self, argv: Sequence[str], sudo: bool | None) -> list[str]:
+        argv = [*self.environment(), *argv]
         use_sudo = self.become if sudo is None else sudo
         if use_sudo and os.geteuid() != 0:
             return ["sudo", "-n", "--", *argv]
-        return list(argv)
+        return argv
 
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, sudo: bool | None = None,
             timeout: float | None = None) -> Result:

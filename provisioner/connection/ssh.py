@@ -203,6 +203,7 @@ class SshConnection(Connection):
 
     # -- commands ------------------------------------------------------------
     def _command(self, argv: Sequence[str], sudo: bool | None) -> str:
+        argv = [*self.environment(), *argv]
         use_sudo = self.become if sudo is None else sudo
         if use_sudo and self.user != "root":
             argv = ["sudo", "-n", "--", *argv]

@@ -402,12 +402,12 @@ def _installed(name: str) -> str | None:
 @pytest.mark.skipif(not (shutil.which("dpkg-scanpackages") and shutil.which("apt-ftparchive")),
                     reason="needs dpkg-dev and apt-utils (run .ci/install.sh)")
 def test_package(conn, tmp_path, monkeypatch):
-    if not isinstance(conn, LocalConnection):
-        pytest.skip("the private apt repository is passed through APT_CONFIG in the "
-                    "environment, which an SSH session does not inherit")
     name = unique()
     conf = _local_repo(tmp_path, name, ["1.0", "1.1"])
-    # apt reads APT_CONFIG itself; LocalConnection's commands inherit it
+    # apt reads APT_CONFIG itself: the host variable provision_environment puts
+    # it in every command's environment, locally and over SSH; this process's
+    # own apt-get calls below get it from ours
+    conn.vars = {**conn.vars, "provision_environment": {"APT_CONFIG": str(conf)}}
     monkeypatch.setenv("APT_CONFIG", str(conf))
     sh("apt-get", "update", "-qq")
     try:
