@@ -24,6 +24,14 @@ def stat_probe(path: str) -> Probe:
     return Probe(("stat", "-c", "%F|%a|%U|%G|%s", "--", path))
 
 
+def sha256sum_digest(out: str) -> str | None:
+    """The hex digest in `sha256sum -- PATH` output. GNU sha256sum escapes a
+    name holding a backslash or newline and then starts the line with a
+    backslash, which is not part of the digest."""
+    first = out.split(" ", 1)[0].strip()
+    return first.removeprefix("\\") or None
+
+
 def parse_stat(result: Result) -> dict[str, Any] | None:
     if result.rc != 0:
         return None

@@ -22,6 +22,7 @@ from modules._fs import (
     parse_stat,
     run_ok,
     set_ownership,
+    sha256sum_digest,
     stat_probe,
 )
 from provisioner.connection.base import Connection, Result
@@ -106,7 +107,7 @@ class FileModule(Module):
         if st["type"] != "regular file" and st["type"] != "regular empty file":
             return observed
         observed["type"] = "regular file"
-        observed["sha256"] = results[1].out.split(" ", 1)[0] if results[1].ok else None
+        observed["sha256"] = sha256sum_digest(results[1].out) if results[1].ok else None
         raw = results[2].stdout
         content: Any = None
         if results[2].ok and len(raw) <= SHOWN_CONTENT_LIMIT:

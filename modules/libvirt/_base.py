@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from modules._fs import sha256sum_digest
 from modules.libvirt._client import Client, error_text, libvirt_module
 from provisioner.connection.base import Connection
 from provisioner.errors import HostError
@@ -133,7 +134,7 @@ def remote_sha256(c: Client, path: str) -> str | None:
     res = c.conn.run(["sha256sum", "--", path])
     if not res.ok:
         return None
-    return res.out.split(" ", 1)[0].strip() or None
+    return sha256sum_digest(res.out)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:

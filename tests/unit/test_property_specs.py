@@ -14,7 +14,7 @@ import string
 import pytest
 import yaml
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from provisioner.cli import main
@@ -100,6 +100,8 @@ NAME_CHARS = st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characte
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.text(NAME_CHARS, min_size=1, max_size=60).filter(lambda n: n not in (".", "..")),
        content=st.text(max_size=500))
+@example(name="\\", content="")  # sha256sum escapes such a name and prefixes its line with "\\"
+@example(name="a\\b\\", content="x")
 def test_names_and_contents_reach_the_host_intact(tmp_path, name, content):
     root = tmp_path / "root"
     root.mkdir(exist_ok=True)
