@@ -215,6 +215,19 @@ class HelperHandle:
             args += ["--size", str(int(size))]
         return self.call([*args, "--", src, dst])
 
+    def reflink_probe(self, src_dir: str, dst_dir: str) -> dict[str, Any]:
+        """Whether a file in src_dir can be reflink-cloned into dst_dir:
+        {"reflink", "src_fs", "dst_fs", "same_fs", "reason"}.
+
+        For `provision plan`, to say in advance whether a VM disk will be a
+        reflink clone or a qcow2 overlay. The helper answers by really
+        cloning between two anonymous O_TMPFILE files, because the filesystem
+        type alone cannot tell (XFS made without reflink=1, btrfs subvolumes).
+        Nothing is left in either directory. Needs write access to both
+        directories; a missing one, or one that cannot be written, raises
+        HelperError (rc 1) naming the path."""
+        return self.call(["reflink-probe", "--", src_dir, dst_dir])
+
     def slice_apply(self, path: str, limits: Mapping[str, Any]) -> dict[str, Any]:
         args = ["slice", "apply", path]
         args += [f"{key}={_fmt_limit(val)}" for key, val in limits.items() if val is not None]

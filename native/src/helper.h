@@ -71,5 +71,6 @@ void path_join(char *out, size_t cap, const char *a, const char *b);
 /* ---- commands ------------------------------------------------------------ */
 int cmd_clone(int argc, char **argv);
 int cmd_slice(int argc, char **argv);
+int cmd_reflink_probe(int argc, char **argv);
 
 #endif

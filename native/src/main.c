@@ -4,6 +4,7 @@
  *   provision-helper slice apply PATH key=value...
  *   provision-helper slice show PATH...
  *   provision-helper slice rm PATH
+ *   provision-helper reflink-probe SRC_DIR DST_DIR
  *   provision-helper version
  */
 #define _GNU_SOURCE
@@ -16,6 +17,7 @@ static const char usage_text[] =
     "       provision-helper slice apply PATH key=value...\n"
     "       provision-helper slice show PATH...\n"
     "       provision-helper slice rm PATH\n"
+    "       provision-helper reflink-probe SRC_DIR DST_DIR\n"
     "       provision-helper version\n";
 
 static int cmd_version(void)
@@ -27,7 +29,7 @@ static int cmd_version(void)
     json_arr_begin(&j, "features");
     static const char *const features[] = {
         "clone", "reflink", "sparse-copy", "copy_file_range", "atomic-rename",
-        "slice", "cgroup-v1", "cgroup-v2", "slice-show-many",
+        "slice", "cgroup-v1", "cgroup-v2", "slice-show-many", "reflink-probe",
     };
     for (size_t i = 0; i < sizeof features / sizeof features[0]; i++)
         json_str(&j, NULL, features[i]);
@@ -45,6 +47,8 @@ int main(int argc, char **argv)
         return cmd_clone(argc - 2, argv + 2);
     if (strcmp(cmd, "slice") == 0)
         return cmd_slice(argc - 2, argv + 2);
+    if (strcmp(cmd, "reflink-probe") == 0)
+        return cmd_reflink_probe(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (argc != 2)
             fail(RC_USAGE, 0, NULL, "version takes no arguments");

@@ -164,6 +164,41 @@ expect "no temp files left" "$leftover" ""
 rc=$?
 if [ $rc -eq 1 ]; then contains "reflink error" "$(field error)" "reflink"; else expect "reflink rc" "$rc" "0"; fi
 
+# ---- reflink-probe ------------------------------------------------------------
+run 0 version && contains "probe feature" "$(field features)" '"reflink-probe"'
+run 2 reflink-probe
+run 2 reflink-probe onlyone
+run 2 reflink-probe a b c
+run 2 reflink-probe --frob a b
+run 2 reflink-probe "" "$T"
+mkdir -p "$T/ps" "$T/pd"
+run 1 reflink-probe "$T/nosrc" "$T/pd" && contains "probe missing src" "$(field error)" "$T/nosrc"
+expect "probe missing errno" "$(field errno)" "2"
+run 1 reflink-probe "$T/ps" "$T/nodst" && contains "probe missing dst" "$(field error)" "$T/nodst"
+expect "probe path field" "$(field path)" "$T/nodst"
+run 1 reflink-probe "$T/small" "$T/pd" && contains "probe src not dir" "$(field error)" "not a directory"
+run 0 reflink-probe "$T/ps" "$T/pd"
+r=$(field reflink)
+case $r in true | false) ok ;; *) bad "probe reflink: got '$r'" ;; esac
+expect "probe same_fs" "$(field same_fs)" "true"
+expect "probe fs names agree" "$(field src_fs)" "$(field dst_fs)"
+[ -n "$(field src_fs)" ] && ok || bad "probe: empty src_fs"
+[ -n "$(field reason)" ] && ok || bad "probe: empty reason"
+# ext2/3/4 share a magic; stat calls it ext2/ext3, the probe ext4
+if [ "$(stat -f -c %T "$T")" = "ext2/ext3" ]; then
+    expect "probe ext4 name" "$(field src_fs)" "ext4"
+    expect "probe ext4 answer" "$r" "false"
+    expect "probe ext4 reason" "$(field reason)" "ext4 has no reflink"
+fi
+# the probe agrees with a real reflink clone between the same directories
+"$HELPER" clone --method reflink "$T/small" "$T/pd/rl" >/dev/null 2>&1
+if [ $? -eq 0 ]; then expect "probe predicts clone" "$r" "true"; else expect "probe predicts clone" "$r" "false"; fi
+rm -f "$T/pd/rl"
+expect "probe leaves src empty" "$(ls -A "$T/ps")" ""
+expect "probe leaves dst empty" "$(ls -A "$T/pd")" ""
+run 0 reflink-probe -- "$T/ps" "$T/ps"
+expect "probe one dir leaves it empty" "$(ls -A "$T/ps")" ""
+
 # ---- slice: fake cgroup v2 tree -----------------------------------------------
 mkv2() { # mkv2 ROOT CONTROLLERS : root files plus a pre-created slice (the kernel's job)
     root=$1

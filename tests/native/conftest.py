@@ -10,12 +10,14 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.harness.loopfs import MKFS, LoopFs
 
 REPO = Path(__file__).resolve().parents[2]
 NATIVE = REPO / "native"
@@ -77,22 +79,10 @@ def helper(helper_bin):
 
 @contextlib.contextmanager
 def loop_fs(base: Path, fstype: str, size: str = "1G") -> Iterator[Path]:
-    mkfs = {"xfs": ["mkfs.xfs", "-q", "-m", "reflink=1"], "btrfs": ["mkfs.btrfs", "-q"]}[fstype]
-    if not shutil.which(mkfs[0]):
-        pytest.skip(f"{mkfs[0]} not installed")
-    img, mnt = base / f"{fstype}.img", base / f"mnt-{fstype}"
-    mnt.mkdir()
-    subprocess.run(["truncate", "-s", size, str(img)], check=True)
-    subprocess.run([*mkfs, str(img)], check=True, capture_output=True)
-    subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        for _ in range(50):
-            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0:
-                break
-            subprocess.run(["sync"])
-        img.unlink(missing_ok=True)
+    if not shutil.which(MKFS[fstype][0]):
+        pytest.skip(f"{MKFS[fstype][0]} not installed")
+    with LoopFs(base, fstype, size) as fs:
+        yield fs.mountpoint
 
 
 @pytest.fixture(params=["xfs", "btrfs"])
@@ -109,6 +99,17 @@ def xfs_mount(tmp_path) -> Iterator[Path]:
         pytest.skip("needs root to mount")
     with loop_fs(tmp_path, "xfs") as mnt:
         yield mnt
+
+
+@pytest.fixture
+def mount_fs(tmp_path) -> Iterator[Callable[[str], Path]]:
+    """mount_fs("ext4") -> a fresh loop mount of that type (a key of MKFS in
+    tests/harness/loopfs.py; one of each type per test), unmounted at the end
+    of the test."""
+    if not IS_ROOT:
+        pytest.skip("needs root to mount")
+    with contextlib.ExitStack() as stack:
+        yield lambda fstype: stack.enter_context(loop_fs(tmp_path, fstype))
 
 
 # -- a fake cgroup v2 tree --------------------------------------------------------
