@@ -26,6 +26,14 @@ if TYPE_CHECKING:
     from provisioner.spec.context import SpecContext
 
 
+class Absent(dict):  # type: ignore[type-arg]
+    """A read result meaning "does not exist", carrying what the host said
+    that bears on creating it (which filesystem a VM disk would land on and
+    whether it can reflink there). The planner treats it exactly like None;
+    its content goes into the change's fingerprint, so a saved plan goes
+    stale when it changes, and to `Module.planned`."""
+
+
 @dataclass(frozen=True)
 class Probe:
     argv: tuple[str, ...]
@@ -54,6 +62,12 @@ class Module:
         """Turn validated fields into the desired state (read source files,
         render templates, fill defaults). Raise ctx.fail(field, msg) on error."""
         return fields
+
+    def link(self, res: Resource, others: Sequence[Resource]) -> dict[str, Any]:
+        """Fields derived from the other resources declared for the host (a
+        VM learns its image's format and pool directory from their
+        declarations, before either exists). Merged into res.fields."""
+        return {}
 
     def implicit_deps(self, res: Resource, others: Sequence[Resource]) -> list[str]:
         """Addresses this resource depends on without saying so."""
@@ -103,9 +117,18 @@ class Module:
         """Why a create is planned (a command "will run", a file "does not exist")."""
         return "does not exist"
 
+    def planned(self, desired: dict[str, Any], observed: dict[str, Any] | None
+                ) -> dict[str, Any]:
+        """Choices made at plan time from what was read, for a create or a
+        replace (observed is then the Absent facts, or the state being
+        replaced): they join the change's `after`, so the plan shows them and
+        apply follows them instead of deciding again."""
+        return {}
+
     def notes(self, desired: dict[str, Any], observed: dict[str, Any] | None,
               changed: list[str]) -> list[str]:
-        """Extra lines for the plan (e.g. "needs a restart to take effect")."""
+        """Extra lines for the plan (e.g. "needs a restart to take effect").
+        For a create or replace, desired includes what `planned` chose."""
         return []
 
     def converges(self, desired: dict[str, Any]) -> bool:

@@ -12,9 +12,11 @@
         cloud_init: {user_data: "#cloud-config\\n...", meta_data: "..."}
         extra_disks: [{name: data, size: 10GiB}]
 
-The root disk <vm>.qcow2 is a qcow2 overlay whose backing file is the image
-(~25 ms, a few hundred KiB), or a reflink clone when the image is raw and the
-native helper can make one. Never a full copy.
+The root disk is a reflink clone of the image (clone: auto, the default, when
+the image's and the pool's directories share a filesystem that can reflink:
+XFS, btrfs) or else a qcow2 overlay whose backing file is the image (~25 ms, a
+few hundred KiB). Never a full copy. The plan says which and why (disk_clone),
+and apply does what the plan said; modules/libvirt/_clone.py explains.
 
 In place: vcpus, memory, kernel/initrd/cmdline, network/bridge,
 cloud-init, new or grown disks (the persistent definition; a running guest
@@ -48,6 +50,7 @@ from modules.libvirt._cgroup import attach as attach_to_slice
 from modules.libvirt._cgroup import forget as forget_cgroups
 from modules.libvirt._cgroup import read_membership
 from modules.libvirt._client import client, error_text, libvirt_module
+from modules.libvirt._clone import decide, disk_facts, reflink_obstacle
 from modules.libvirt._xml import (
     domain_xml,
     kib,
@@ -59,6 +62,7 @@ from modules.libvirt._xml import (
 from modules.libvirt.cloudinit import build_iso, seed_digest, seed_files
 from provisioner.connection.base import Connection
 from provisioner.errors import HostError, SpecError
+from provisioner.module import Absent
 from provisioner.plan.model import Action, Change
 from provisioner.resource import Resource, make_address
 from provisioner.spec import schema as s
@@ -123,7 +127,7 @@ class VmModule(LibvirtModule):
                           "state", "cloud_init_sha", "kernel", "initrd", "cmdline",
                           "extra_disks", "slice", "firmware", "virt_type", "console_log"})
     control_fields = frozenset({"delete_disks", "shutdown_timeout", "clone", "adopt", "pool",
-                                "cloud_init", "machine", "arch"})
+                                "cloud_init", "machine", "arch", "layout"})
     replace_fields = frozenset({"image", "firmware", "virt_type"})
 
     # -- spec time ---------------------------------------------------------------------
@@ -157,6 +161,30 @@ class VmModule(LibvirtModule):
         out["cloud_init"] = ci or None
         out["cloud_init_sha"] = seed_digest(ci, name) if ci else None
         return out
+
+    def link(self, res: Resource, others: Sequence[Resource]) -> dict[str, Any]:
+        """Where the root disk will come from and go, as declared: the image's
+        format and pool, and the pools' directories, so the plan can tell a
+        reflink clone from an overlay before the pool or image exists."""
+        image = res.fields.get("image")
+        if self.wants_absent(res.fields) or not image:
+            return {}
+        layout: dict[str, Any] = {}
+        if "/" in image:
+            layout["image_pool"] = image.split("/", 1)[0]
+        else:
+            decl = next((o for o in others if o.kind == "image" and o.host == res.host
+                         and o.name == image), None)
+            if decl is not None:
+                layout.update(image_pool=decl.fields.get("pool"),
+                              image_format=decl.fields.get("format"),
+                              image_path=decl.fields.get("path"))
+        layout["pool"] = res.fields.get("pool") or layout.get("image_pool")
+        paths = {o.name: o.fields.get("path") for o in others
+                 if o.kind == "pool" and o.host == res.host}
+        layout["image_pool_path"] = paths.get(layout.get("image_pool"))
+        layout["pool_path"] = paths.get(layout["pool"])
+        return {"layout": layout}
 
     def implicit_deps(self, res: Resource, others: Sequence[Resource]) -> list[str]:
         deps = []
@@ -197,11 +225,82 @@ class VmModule(LibvirtModule):
             out = {r.address: listing.get(r.name) for r in resources}
             self._read_slices(c, resources, out)
             capacities: dict[str, int | None] = {}
+            probes: dict[tuple[str, str], Any] = {}
             for res in resources:
                 self._plan_checks(c, res, out[res.address], capacities)
+                self._read_disk_facts(c, res, out, probes)
         except libvirt.libvirtError as exc:
             raise HostError(conn.host, f"reading VMs: {error_text(exc)}") from None
         return out
+
+    def _read_disk_facts(self, c: Any, res: Resource, out: dict[str, dict[str, Any] | None],
+                         probes: dict[tuple[str, str], Any]) -> None:
+        """For a VM whose root disk will be made (created, or replaced): what
+        the host says about cloning its image, kept in the observed state
+        (an Absent for a VM that does not exist) for `planned` to decide."""
+        desired = res.fields
+        observed = out[res.address]
+        if self.wants_absent(desired) or not desired.get("image"):
+            return
+        if observed is not None and not self.forces_replace(
+                desired, observed, self.compare(desired, observed)):
+            return
+        facts = self._disk_facts(c, res, creating=observed is None, probes=probes)
+        if desired.get("clone") == "reflink":
+            obstacle = reflink_obstacle(facts)
+            if obstacle:
+                raise c.fail(f"vm {res.name}: clone: reflink is not possible: {obstacle}")
+        if observed is None:
+            out[res.address] = Absent(disk_facts=facts)
+        else:
+            observed["disk_facts"] = facts
+
+    def _disk_facts(self, c: Any, res: Resource, *, creating: bool,
+                    probes: dict[tuple[str, str], Any]) -> dict[str, Any]:
+        desired = res.fields
+        layout = desired.get("layout") or {}
+        image = desired["image"]
+        pool_name, vol_name = image.split("/", 1) if "/" in image else (None, image)
+        vol = find_image(c, vol_name, pool_name or layout.get("image_pool"))
+        image_pool = layout.get("image_pool")
+        if vol is not None:
+            info = parse_volume(vol.XMLDesc(0))
+            image_path = info["path"]
+            image_pool = vol.storagePoolLookupByVolume().name()
+        else:  # declared in this spec, made by this apply
+            image_path = layout.get("image_path")
+        src_dir = posixpath.dirname(image_path) if image_path else self._pool_dir_of(
+            c, image_pool, layout.get("image_pool_path"))
+        dst_pool = desired.get("pool") or image_pool
+        dst_dir = self._pool_dir_of(
+            c, dst_pool, layout.get("pool_path") if dst_pool == layout.get("pool")
+            else layout.get("image_pool_path"))
+        existing = None
+        if creating and dst_pool:
+            pool = find_pool(c, dst_pool)
+            existing = next((v for v in (root_volume(res.name), root_volume(res.name, "raw"))
+                             if pool is not None and pool.isActive() and _exists(pool, v)), None)
+        if c.test or desired.get("clone") == "overlay" or not (src_dir and dst_dir):
+            reason = ("the test driver has no host filesystem" if c.test else
+                      "clone: overlay" if desired.get("clone") == "overlay" else
+                      "the image's or the pool's directory is not known")
+            facts = {"image": image, "helper_missing": reason}
+            if existing:
+                facts["existing"] = existing
+            return facts
+        return disk_facts(c.conn, image=image, image_path=image_path, src_dir=src_dir,
+                          dst_dir=dst_dir, existing=existing, cache=probes)
+
+    def _pool_dir_of(self, c: Any, name: str | None, declared: str | None) -> str | None:
+        pool = find_pool(c, name) if name else None
+        return (_pool_dir(pool) or declared) if pool is not None else declared
+
+    def planned(self, desired: dict[str, Any], observed: dict[str, Any] | None
+                ) -> dict[str, Any]:
+        if self.wants_absent(desired) or not desired.get("image"):
+            return {}
+        method, why = decide(desired.get("clone") or "auto", (observed or {}).get("disk_facts"))
+        return {"disk_clone": method, "disk_clone_why": why}
 
     def _list(self, c: Any, wanted: set[str] | None) -> dict[str, dict[str, Any]]:
         """One pass: every domain listed once, XML read for the ones asked for."""
@@ -250,7 +349,8 @@ class VmModule(LibvirtModule):
         observed["slice_meta"] = observed["slice"]
         observed.update(state=state, autostart=autostart, managed=meta is not None,
                         owner=(meta or {}).get("owner"), image=(meta or {}).get("image") or None,
-                        cloud_init_sha=(meta or {}).get("cloud-init") or None)
+                        cloud_init_sha=(meta or {}).get("cloud-init") or None,
+                        disk_clone=(meta or {}).get("disk-clone") or None)
         root = info["disks"].get("vda")
         observed["disk"] = self._capacity(c, root) if root else None
         observed["root"] = root
@@ -343,6 +443,8 @@ class VmModule(LibvirtModule):
               changed: list[str]) -> list[str]:
         absent = self.wants_absent(desired)
         notes = self.ownership_notes(desired, observed, changed, deleting=absent)
+        if desired.get("disk_clone_why"):  # a root disk is made: how (see `planned`)
+            notes.append(f"root disk: {desired['disk_clone_why']}")
         if observed is None:
             return notes
         if absent:
@@ -389,16 +491,17 @@ class VmModule(LibvirtModule):
                     self._delete(c, res, change.before or {})
                 elif change.action is Action.REPLACE:
                     self._delete(c, res, change.before or {}, replacing=True)
-                    self._create(c, res)
+                    self._create(c, res, (change.after or {}).get("disk_clone"))
                 elif change.action is Action.CREATE:
-                    self._create(c, res)
+                    self._create(c, res, (change.after or {}).get("disk_clone"))
                 else:
                     self._update(c, res, change)
         except libvirt.libvirtError as exc:
             raise HostError(conn.host, f"vm {res.name}: {error_text(exc)}") from None
 
     # creation
-    def _create(self, c: Any, res: Resource) -> None:
+    def _create(self, c: Any, res: Resource, method: str | None) -> None:
+        """method: how the plan said the root disk is made (None: an overlay)."""
         desired = res.fields
         name = res.name
         image_vol = None
@@ -422,7 +525,7 @@ class VmModule(LibvirtModule):
         }
         if c.test and not spec.get("arch"):
             spec["arch"] = "i686"
-        root = self._root_disk(c, res, pool, image_vol)
+        root = self._root_disk(c, res, pool, image_vol, method or "overlay")
         if root:
             spec["root"] = root
         spec["extra"] = [self._extra_disk(c, res, pool, d) for d in desired.get("extra_disks")
@@ -430,7 +533,8 @@ class VmModule(LibvirtModule):
         if desired.get("cloud_init"):
             spec["seed"] = self._write_seed(c, res, pool)
         meta = {"owner": res.owner, "image": desired.get("image"),
-                "cloud-init": desired.get("cloud_init_sha"), "slice": desired.get("slice")}
+                "cloud-init": desired.get("cloud_init_sha"), "slice": desired.get("slice"),
+                "disk-clone": root.get("clone") if root else None}
         dom = c.virt.defineXML(domain_xml(spec, meta))
         if desired.get("autostart"):
             dom.setAutostart(1)
@@ -443,8 +547,8 @@ class VmModule(LibvirtModule):
         if res.fields.get("slice") and not c.test:
             attach_to_slice(c.conn, res.name, res.fields["slice"])
 
-    def _root_disk(self, c: Any, res: Resource, pool: Any, image_vol: Any | None
-                   ) -> dict[str, Any] | None:
+    def _root_disk(self, c: Any, res: Resource, pool: Any, image_vol: Any | None,
+                   method: str) -> dict[str, Any] | None:
         libvirt = libvirt_module()
         desired = res.fields
         size = desired.get("disk")
@@ -458,53 +562,44 @@ class VmModule(LibvirtModule):
         image = parse_volume(image_vol.XMLDesc(0))
         capacity = max(size or 0, image["capacity"] or 0)
         fmt = image["format"] or "qcow2"
-        if fmt == "raw" and desired.get("clone") in ("auto", "reflink"):
-            cloned = self._reflink(c, res, pool, image, capacity)
-            if cloned:
-                return cloned
-        vol_name = root_volume(res.name)
-        try:
-            existing = pool.storageVolLookupByName(vol_name)
-        except libvirt.libvirtError:
-            existing = None
-        if existing is not None:
+        for vol_name in (root_volume(res.name), root_volume(res.name, "raw")):
+            try:
+                existing = pool.storageVolLookupByName(vol_name)
+            except libvirt.libvirtError:
+                continue
             # kept from before (state: absent without delete_disks): used again as it is
-            return {"pool": pool.name(), "volume": vol_name,
+            return {"pool": pool.name(), "volume": vol_name, "clone": "kept",
                     "format": parse_volume(existing.XMLDesc(0))["format"] or "qcow2"}
+        if method == "reflink":
+            return self._reflink(c, res, pool, image, capacity)
+        vol_name = root_volume(res.name)
         pool.createXML(volume_xml(vol_name, capacity, "qcow2", backing=image["path"],
                                   backing_format=fmt), 0)
-        return {"pool": pool.name(), "volume": vol_name, "format": "qcow2"}
+        return {"pool": pool.name(), "volume": vol_name, "format": "qcow2", "clone": "overlay"}
 
     def _reflink(self, c: Any, res: Resource, pool: Any, image: dict[str, Any],
-                 capacity: int) -> dict[str, Any] | None:
-        """A reflink clone of a raw image through the native helper, when it is
-        there and the filesystem can; None means "make an overlay"."""
-        if c.test:
-            return None
-        try:
-            from provisioner.helper import ensure_helper
-        except Exception:
-            return None
-        try:
-            helper = ensure_helper(c.conn)
-        except Exception:
-            helper = None
+                 capacity: int) -> dict[str, Any]:
+        """The root disk as a reflink clone of the image file (raw or qcow2)
+        through provision-helper: the plan said the host can, so failing
+        here is an error, never a quiet fallback to something else."""
+        from provisioner.helper import ensure_helper
+
+        helper = ensure_helper(c.conn)
         if helper is None:
-            if res.fields.get("clone") == "reflink":
-                raise c.fail(f"vm {res.name}: clone: reflink needs the native helper on the host")
-            return None
-        vol_name = root_volume(res.name, "raw")
-        dst = posixpath.join(posixpath.dirname(image["path"]), vol_name)
-        if posixpath.dirname(image["path"]) != _pool_dir(pool):
-            return None
-        try:
-            helper.clone(image["path"], dst, capacity, method="reflink")
-        except HostError:
-            if res.fields.get("clone") == "reflink":
-                raise
-            return None
+            raise c.fail(f"vm {res.name}: the plan chose a reflink clone, but provision-helper "
+                         "is no longer available on the host: plan again")
+        fmt = image["format"] or "qcow2"
+        vol_name = root_volume(res.name, fmt)
+        dst = posixpath.join(_pool_dir(pool), vol_name)
+        # a raw file grows by truncation; qcow2 keeps its virtual size in its
+        # header, so it is grown through libvirt (qemu-img resize) after
+        helper.clone(image["path"], dst, capacity if fmt == "raw" else None, method="reflink")
         pool.refresh(0)
-        return {"pool": pool.name(), "volume": vol_name, "format": "raw"}
+        if fmt != "raw":
+            vol = pool.storageVolLookupByName(vol_name)
+            if int(vol.info()[1]) < capacity:
+                vol.resize(capacity, 0)
+        return {"pool": pool.name(), "volume": vol_name, "format": fmt, "clone": "reflink"}
 
     def _extra_disk(self, c: Any, res: Resource, pool: Any, disk: dict[str, Any]
                     ) -> dict[str, Any]:
@@ -560,7 +655,8 @@ class VmModule(LibvirtModule):
                 xml_changes["extra"] = new
         meta = {"owner": res.owner, "image": before.get("image") if desired.get("image") is None
                 else desired["image"], "cloud-init": before.get("cloud_init_sha"),
-                "slice": desired.get("slice") or before.get("slice_meta")}
+                "slice": desired.get("slice") or before.get("slice_meta"),
+                "disk-clone": before.get("disk_clone")}
         if "slice" in changed and desired.get("slice") != before.get("slice_meta"):
             xml_changes["meta"] = meta
         if "cloud_init_sha" in changed:

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from provisioner.module import Module
+from provisioner.module import Absent, Module
 from provisioner.plan.model import Action, Change
 from provisioner.resource import Resource
 from provisioner.secret import Secret
@@ -61,7 +61,9 @@ def diff(module: Module, res: Resource, observed: dict[str, Any] | None) -> Chan
     desired = res.fields
     base = dict(address=res.address, host=res.host, kind=res.kind, name=res.name,
                 fingerprint=fingerprint(observed), depends_on=list(res.depends_on))
-    observed = mask_like(desired, observed, module.sensitive_fields)
+    facts = observed if isinstance(observed, Absent) else None
+    observed = None if facts is not None else mask_like(desired, observed,
+                                                         module.sensitive_fields)
     desired = mask_like({}, desired, module.sensitive_fields) or desired
     if module.wants_absent(desired):
         if observed is None:
@@ -71,18 +73,22 @@ def diff(module: Module, res: Resource, observed: dict[str, Any] | None) -> Chan
                       changed_fields=[], reason="declared absent",
                       notes=module.notes(desired, observed, []), **base)
     if observed is None:
-        return Change(action=Action.CREATE, before=None, after=desired,
+        after = {**desired, **module.planned(desired, facts)}
+        return Change(action=Action.CREATE, before=None, after=after,
                       changed_fields=[k for k in desired if desired[k] is not None],
-                      reason=module.create_reason(desired), notes=module.notes(desired, None, []), **base)
+                      reason=module.create_reason(desired), notes=module.notes(after, None, []),
+                      **base)
     changed = module.compare(desired, observed)
     if not changed:
         return Change(action=Action.NOOP, before=observed, after=desired, reason="up to date",
                       **base)
     forcing = module.forces_replace(desired, observed, changed)
-    notes = module.notes(desired, observed, changed)
     if forcing:
-        return Change(action=Action.REPLACE, before=observed, after=desired,
+        after = {**desired, **module.planned(desired, observed)}
+        notes = module.notes(after, observed, changed)
+        return Change(action=Action.REPLACE, before=observed, after=after,
                       changed_fields=changed, replace_fields=forcing,
                       reason=", ".join(forcing) + " cannot change in place", notes=notes, **base)
     return Change(action=Action.UPDATE, before=observed, after=desired, changed_fields=changed,
-                  reason=", ".join(changed) + " differ", notes=notes, **base)
+                  reason=", ".join(changed) + " differ",
+                  notes=module.notes(desired, observed, changed), **base)

@@ -17,7 +17,9 @@ def order(resources: Sequence[Resource]) -> list[Resource]:
     by_addr = {r.address: r for r in resources}
     edges: dict[str, list[str]] = {}
     for r in resources:
-        implicit = get_module(r.kind).implicit_deps(r, resources)
+        module = get_module(r.kind)
+        r.fields.update(module.link(r, resources))
+        implicit = module.implicit_deps(r, resources)
         deps = [d for d in dict.fromkeys(r.depends_on + implicit) if d in by_addr and d != r.address]
         edges[r.address] = deps
         # implicit edges become explicit: the plan shows them and the executor

@@ -19,7 +19,8 @@ SYMBOL = {
 }
 
 _SIZE_FIELDS = {"memory", "disk", "size", "memory_high", "shm_size", "capacity"}
-_HIDDEN = {"sha256", "content_sha256"}
+# fields a note already says (a VM's disk_clone_why) or that are derived bookkeeping
+_HIDDEN = {"sha256", "content_sha256", "disk_clone_why", "layout"}
 MAX_DIFF_LINES = 200
 
 

@@ -1,0 +1,112 @@
+"""How a VM's root disk is made from its image: a reflink clone or a qcow2 overlay.
+
+Read at plan time (`disk_facts`, I/O), decided by a pure function (`decide`),
+so the plan says which and apply does what the plan said:
+
+- reflink: the image file is cloned with FICLONE (provision-helper) into the
+  VM's pool. Instant, shares the image's blocks until the guest writes, and has
+  no backing chain: the image can later be replaced without touching the VM.
+  Possible when the image's directory and the pool's share a filesystem that
+  can reflink (XFS with reflink=1, btrfs); the helper checks by cloning an
+  anonymous O_TMPFILE block, so the answer is the kernel's, not a guess from
+  the filesystem's name.
+- overlay: a qcow2 file whose backing file is the image. Works anywhere; the
+  image must then outlive every VM made from it.
+- kept: a root volume left from before (state: absent without delete_disks)
+  is used again as it is.
+
+`clone: auto` (the default) takes reflink where the host can, `overlay` never
+tries, `reflink` makes any other answer a plan-time error.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from provisioner.connection.base import Connection
+
+# The nearest existing directory of each argument: a pool created in the same
+# apply has no directory yet, but will be made on its parent's filesystem.
+_NEAREST_DIRS = r"""
+for d do
+  while [ ! -d "$d" ] && [ "$d" != / ]; do d=$(dirname -- "$d"); done
+  printf '%s\n' "$d"
+done
+"""
+
+
+def decide(setting: str, facts: dict[str, Any] | None) -> tuple[str, str]:
+    """(method, why) for a root disk: method is "reflink", "overlay" or "kept".
+
+    facts is what `disk_facts` read; None when nothing was read (a plan made
+    without reading, a unit test's fake), which means an overlay."""
+    facts = facts or {}
+    image = facts.get("image") or "the image"
+    if facts.get("existing"):
+        return "kept", f"the root volume {facts['existing']} kept from before is used again"
+    if setting == "overlay":
+        return "overlay", f"qcow2 overlay backed by {image} (clone: overlay)"
+    obstacle = reflink_obstacle(facts)
+    if obstacle:
+        return "overlay", f"qcow2 overlay backed by {image} ({obstacle})"
+    probe = facts["probe"]
+    where = facts.get("dst_dir") or "the pool"
+    return "reflink", (f"reflink clone of {image} on {probe.get('dst_fs') or 'its filesystem'}"
+                       f" ({where}): shares the image's blocks, no backing chain")
+
+
+def reflink_obstacle(facts: dict[str, Any] | None) -> str | None:
+    """Why the host cannot make a reflink clone; None when it can."""
+    facts = facts or {}
+    probe = facts.get("probe")
+    if probe and probe.get("reflink"):
+        return None
+    if probe:
+        return probe.get("reason") or "the filesystem cannot reflink"
+    if facts.get("helper_missing"):
+        return f"no reflink check: {facts['helper_missing']}"
+    return "no reflink check was made"
+
+
+def disk_facts(conn: Connection, *, image: str, image_path: str | None, src_dir: str,
+               dst_dir: str, existing: str | None, cache: dict[tuple[str, str], Any]
+               ) -> dict[str, Any]:
+    """What the host says about cloning an image in src_dir into dst_dir.
+
+    cache holds one probe per (src_dir, dst_dir) for one read, so ten VMs on
+    one image cost one probe."""
+    facts: dict[str, Any] = {"image": image, "image_path": image_path,
+                             "src_dir": src_dir, "dst_dir": dst_dir}
+    if existing:
+        facts["existing"] = existing
+        return facts
+    key = (src_dir, dst_dir)
+    if key not in cache:
+        cache[key] = _probe(conn, src_dir, dst_dir)
+    found = cache[key]
+    facts.update(found)
+    return facts
+
+
+def _probe(conn: Connection, src_dir: str, dst_dir: str) -> dict[str, Any]:
+    from provisioner.helper import HelperError, ensure_helper, unavailable_reason
+
+    helper = ensure_helper(conn)
+    if helper is None:
+        return {"helper_missing": unavailable_reason(conn)}
+    res = conn.run(["sh", "-c", _NEAREST_DIRS, "sh", src_dir, dst_dir])
+    dirs = res.out.splitlines() if res.ok else []
+    if len(dirs) != 2:
+        return {"helper_missing": f"cannot find {src_dir} or {dst_dir} on the host"}
+    try:
+        probe = helper.reflink_probe(dirs[0], dirs[1])
+    except HelperError as exc:
+        return {"helper_missing": str(exc)}
+    return {"probe": {k: probe.get(k) for k in ("reflink", "src_fs", "dst_fs", "same_fs",
+                                                "reason")},
+            **({"probed_dirs": dirs} if dirs != [src_dir, dst_dir] else {})}
+
+
+def image_dir(path: str | None, pool_path: str | None) -> str | None:
+    return posixpath.dirname(path) if path else pool_path
