@@ -78,7 +78,9 @@ class Scenario:
                                   known_hosts=str(fleet.known_hosts))
         self.conn.vars = {"provision_libvirt_socket": str(libvirtd.socket_path),
                           "provision_libvirt_domain_type": "qemu",
-                          "provision_docker_socket": str(dockerd.socket)}
+                          "provision_docker_socket": str(dockerd.socket),
+                          # the slice's ownership mark: here, not in the host's /run/provision
+                          "provision_run_dir": str(work / "run")}
 
     def resources(self, *, memory: str = "1GiB", pids: int = 256, state: str = "present",
                   members: bool = True):
@@ -248,6 +250,8 @@ def test_slice_with_containers_and_a_vm(scenario):
     changes, _ = s.apply(resources)
     assert {c.action for c in changes.values()} == {Action.CREATE}
     _assert_members(s)
+    mark = s.work / "run" / "slices" / f"{s.slice}.owner"
+    assert json.loads(mark.read_text()) == {"owner": f"slice-{s.tag}"}  # the playbook's stem
     lim = s.limits()
     assert lim["memory"] == 1024 * MiB and lim["pids"] == 256
     assert (lim["quota"], lim["period"]) == (150000, 100000)
