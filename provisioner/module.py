@@ -56,6 +56,10 @@ class Module:
     sensitive_fields: ClassVar[frozenset[str]] = frozenset()
     # API modules set this; the engine then calls read_many instead of probes
     uses_api: ClassVar[bool] = False
+    # kinds whose resources one of this kind may live in or use (a container
+    # in a docker_network or slice): deletes without declared edges (prune)
+    # remove this kind first
+    uses_kinds: ClassVar[frozenset[str]] = frozenset()
 
     # -- spec time (pure) ---------------------------------------------------
     def normalize(self, fields: dict[str, Any], ctx: "SpecContext") -> dict[str, Any]:

@@ -62,6 +62,7 @@ ONLY_DECLARED = ("network_mode",)
 
 class ContainerModule(Module):
     kind = "container"
+    uses_kinds = frozenset({"docker_image", "docker_network", "docker_volume", "slice"})
     uses_api = True
     schema = {
         "name": s.string(required=True, empty=False, regex=n.NAME_RE),

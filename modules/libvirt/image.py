@@ -72,6 +72,7 @@ def controller_sha256(path: str) -> str:
 
 class ImageModule(LibvirtModule):
     kind = "image"
+    uses_kinds = frozenset({"pool"})
     schema = {
         "name": s.string(required=True, empty=False, regex=r"[A-Za-z0-9_.+-]+"),
         "pool": s.string(empty=False, default="default"),

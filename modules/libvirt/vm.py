@@ -93,6 +93,7 @@ def _round512(n: int) -> int:
 
 class VmModule(LibvirtModule):
     kind = "vm"
+    uses_kinds = frozenset({"pool", "image", "network", "slice"})
     schema = {
         "name": s.string(required=True, empty=False, regex=r"[A-Za-z0-9_.+-]+"),
         "image": s.string(empty=False, nullable=True),

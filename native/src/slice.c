@@ -59,6 +59,10 @@ struct cg {
     /* v1: every mounted hierarchy (named ones too), for membership and rm */
     char hier[MAX_HIER][NAME_MAX + 1];
     int nhier;
+    /* v1: the v2 mount of a hybrid layout ("unified"), or "". No limits are
+     * set there, but Docker makes a slice's cgroup in it too, so rm removes
+     * it with the others. */
+    char hybrid[NAME_MAX + 1];
 };
 
 static const char slice_usage[] =
@@ -179,6 +183,7 @@ static void detect(struct cg *cg)
     }
     cg->version = 1;
     cg->nhier = 0;
+    cg->hybrid[0] = '\0';
     DIR *d = opendir(cg->root);
     if (!d)
         fail(RC_RUNTIME, errno, FIELDS("root", cg->root), "cannot open the cgroup root '%s'", cg->root);
@@ -192,8 +197,10 @@ static void detect(struct cg *cg)
         if (!path_exists(f))
             continue;
         path_join(f, sizeof f, h, "cgroup.controllers");
-        if (path_exists(f))
-            continue; /* a v2 mount inside a hybrid layout */
+        if (path_exists(f)) { /* a v2 mount inside a hybrid layout */
+            snprintf(cg->hybrid, sizeof cg->hybrid, "%s", e->d_name);
+            continue;
+        }
         snprintf(cg->hier[cg->nhier++], NAME_MAX + 1, "%s", e->d_name);
     }
     closedir(d);
@@ -804,6 +811,13 @@ static int cmd_rm(const struct cg *cg, const char *path)
             path_join(dirs[n], sizeof dirs[n], h, path);
             if (is_dir(dirs[n]))
                 names[n++] = cg->hier[k];
+        }
+        if (cg->hybrid[0] && n < MAX_HIER) {
+            char h[PATH_MAX];
+            path_join(h, sizeof h, cg->root, cg->hybrid);
+            path_join(dirs[n], sizeof dirs[n], h, path);
+            if (is_dir(dirs[n]))
+                names[n++] = cg->hybrid;
         }
     }
     struct pidset s = {NULL, 0, 0};

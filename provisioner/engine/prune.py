@@ -50,7 +50,15 @@ def prune_changes(conn: Connection, host: str, targets: Sequence[tuple[str, str]
             if change.action is Action.DELETE:
                 change.reason = PRUNE_REASON
                 changes.append(change)
-    return changes
+    # The executor runs deletes in reverse: list what others live in first,
+    # so a dropped container leaves before the slice or network it was in.
+    return sorted(changes, key=lambda c: _depth(c.kind))
+
+
+def _depth(kind: str, seen: frozenset[str] = frozenset()) -> int:
+    """0 for a kind that uses no other, else one more than the deepest it uses."""
+    uses = get_module(kind).uses_kinds - seen - {kind}
+    return 1 + max((_depth(k, seen | {kind}) for k in uses), default=-1)
 
 
 def can_destroy(kind: str) -> bool:

@@ -182,3 +182,44 @@ def test_prune_deletes_an_owned_slice_that_left_the_spec_and_nothing_else(slice_
     assert r.exit_code == 0, r.output
     assert _slice_dirs(a) == [] and _slice_marks(run_dir) == {theirs: f"other-{tag}"}
     assert len(_slice_dirs(theirs)) == len(CORE) and len(_slice_dirs(byhand)) == 3
+
+
+@needs_v1
+def test_prune_removes_a_container_before_the_slice_it_was_in(setup, slice_setup, dockerd,
+                                                              tmp_path):
+    """Both dropped at once: one apply deletes the member first, then its slice."""
+    tag, _, client, image = setup
+    stag, inv, run_dir = slice_setup
+    doc = yaml.safe_load(inv.read_text())
+    doc["all"]["hosts"]["h1"]["provision_docker_socket"] = str(dockerd.socket)
+    inv.write_text(yaml.safe_dump(doc))
+    tenant, keep = f"{stag}-tenant", f"{stag}-keep"
+    site = tmp_path / "site.yml"
+
+    def write(with_tenant: bool) -> None:
+        resources: list[dict] = [{"slice": {"name": keep, "pids": 16}}]
+        if with_tenant:
+            resources += [{"slice": {"name": tenant, "pids": 64}},
+                          {"container": {"name": f"{tag}-member", "image": image,
+                                         "network_mode": "none", "command": ["sleep", "600"],
+                                         "slice": tenant, "stop_timeout": 1}}]
+        # prune: true would cover only the kinds still declared (no container)
+        site.write_text(yaml.safe_dump([{"name": "t", "hosts": "h1",
+                                         "prune": ["slice", "container"],
+                                         "vars": {"provision_owner": f"owner-{stag}"},
+                                         "resources": resources}]))
+
+    def cli(*args: str) -> Any:
+        return CliRunner().invoke(main, [*args, "-i", str(inv)])
+
+    write(True)
+    r = cli("apply", str(site))
+    assert r.exit_code == 0, r.output
+    assert f"{tag}-member" in _names(client, tag) and _slice_dirs(tenant)
+    write(False)
+    r = cli("apply", str(site))
+    assert r.exit_code == 0, r.output
+    assert f"{tag}-member" not in _names(client, tag)
+    assert _slice_dirs(tenant) == [] and tenant not in _slice_marks(run_dir)
+    r = cli("plan", str(site), "--detailed-exitcode")
+    assert r.exit_code == 0, r.output
