@@ -3,7 +3,15 @@
  *
  * The temp file is named ".<DST>.provision-tmp.<PID>".  Catchable signals
  * remove it before the process dies; after a SIGKILL it stays behind and the
- * next clone to the same DST removes temps whose pid is no longer alive. */
+ * next clone to the same DST removes temps whose pid is no longer alive.
+ *
+ * A copy starts the writeback of what it has written every WRITEBACK_EVERY
+ * bytes, so the device writes while the copy goes on instead of all of it
+ * waiting for the final fsync, which still makes the copy durable.  On a
+ * 2 GiB image with 512 MiB of data in the page cache that took 12-14% off the
+ * median on ext4 on a disk (1.27-1.40 s -> 1.13-1.20 s) and ~20% on ext4 over
+ * a tmpfs-backed loop device (0.42 s -> 0.33 s); with a cold source the disk
+ * is the limit either way. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -25,6 +33,7 @@
 #define TMP_TAG ".provision-tmp."
 #define CHUNK ((size_t)16 << 20) /* per copy_file_range call: keeps signals responsive */
 #define RW_BUF ((size_t)1 << 20)
+#define WRITEBACK_EVERY ((off_t)8 << 20) /* bytes copied between writeback starts */
 #define MAX_BASE_IN_TMP 200 /* keep the temp name under NAME_MAX */
 
 enum method { M_AUTO, M_REFLINK, M_COPY };
@@ -114,7 +123,30 @@ struct copy_stats {
     uint64_t cfr_bytes;
     uint64_t rw_bytes;
     bool holes_detected; /* SEEK_DATA/SEEK_HOLE worked */
+    /* written range [wb_from, end of the last write) not yet sent to writeback */
+    off_t wb_from;
+    off_t wb_pending; /* bytes written in it */
+    bool wb_off;      /* sync_file_range failed once: leave it all to fsync */
 };
+
+/* [off, off + len) of out was just written: once WRITEBACK_EVERY bytes are
+ * pending, start their writeback without waiting for it.  Only a head start
+ * for the final fsync, which writes whatever is left and reports any I/O
+ * error: SYNC_FILE_RANGE_WRITE alone neither waits nor consumes the file's
+ * error state (adding WAIT_AFTER would, and fsync could then miss an error). */
+static void written(int out, off_t off, off_t len, struct copy_stats *st)
+{
+    if (st->wb_off)
+        return;
+    if (st->wb_pending == 0)
+        st->wb_from = off;
+    st->wb_pending += len;
+    if (st->wb_pending < WRITEBACK_EVERY)
+        return;
+    if (sync_file_range(out, st->wb_from, off + len - st->wb_from, SYNC_FILE_RANGE_WRITE) != 0)
+        st->wb_off = true;
+    st->wb_pending = 0;
+}
 
 static bool all_zero(const unsigned char *buf, size_t n)
 {
@@ -140,6 +172,7 @@ static int copy_range(int in, int out, off_t start, off_t end, bool *use_cfr,
             off64_t ioff = start, ooff = start;
             ssize_t n = copy_file_range(in, &ioff, out, &ooff, want, 0);
             if (n > 0) {
+                written(out, start, n, st);
                 start += n;
                 st->cfr_bytes += (uint64_t)n;
                 continue;
@@ -175,6 +208,7 @@ static int copy_range(int in, int out, off_t start, off_t end, bool *use_cfr,
                 }
                 off += (size_t)w;
             }
+            written(out, start, n, st);
             st->rw_bytes += (uint64_t)n;
         }
         start += n;
@@ -349,7 +383,7 @@ int cmd_clone(int argc, char **argv)
     }
 
     const char *used = NULL, *engine = NULL;
-    struct copy_stats st = {0, 0, false};
+    struct copy_stats st = {0};
     if (method != M_COPY) {
         if (ioctl(tfd, FICLONE, sfd) == 0) {
             used = "reflink";
