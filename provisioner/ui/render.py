@@ -20,7 +20,7 @@ SYMBOL = {
 
 _SIZE_FIELDS = {"memory", "disk", "size", "memory_high", "shm_size", "capacity"}
 # fields a note already says (a VM's disk_clone_why) or that are derived bookkeeping
-_HIDDEN = {"sha256", "content_sha256", "disk_clone_why", "layout"}
+_HIDDEN = {"sha256", "content_sha256", "disk_clone_why", "layout", "marked"}
 MAX_DIFF_LINES = 200
 
 
