@@ -261,8 +261,7 @@ class VmModule(LibvirtModule):
         desired = res.fields
         layout = desired.get("layout") or {}
         image = desired["image"]
-        pool_name, vol_name = image.split("/", 1) if "/" in image else (None, image)
-        vol = find_image(c, vol_name, pool_name or layout.get("image_pool"))
+        vol = image_volume(c, desired)
         image_pool = layout.get("image_pool")
         if vol is not None:
             info = parse_volume(vol.XMLDesc(0))
@@ -402,11 +401,11 @@ class VmModule(LibvirtModule):
             if vol is None:
                 raise c.fail(f"vm {res.name}: image {image} does not exist on the host")
         if image and desired.get("disk"):
-            if image not in capacities:  # one lookup per image, not per VM
-                pool_name, vol_name = (image.split("/", 1) if "/" in image else (None, image))
-                vol = find_image(c, vol_name, pool_name)
-                capacities[image] = int(vol.info()[1]) if vol is not None else None
-            cap = capacities[image]
+            key = f"{(desired.get('layout') or {}).get('image_pool')}/{image}"
+            if key not in capacities:  # one lookup per image, not per VM
+                vol = image_volume(c, desired)
+                capacities[key] = int(vol.info()[1]) if vol is not None else None
+            cap = capacities[key]
             if cap is not None and desired["disk"] < cap:
                 raise c.fail(f"vm {res.name}: disk {format_size(desired['disk'])} is smaller "
                              f"than image {image} ({format_size(cap)})")
@@ -508,8 +507,7 @@ class VmModule(LibvirtModule):
         image_vol = None
         if desired.get("image"):
             image = desired["image"]
-            pool_name, vol_name = (image.split("/", 1) if "/" in image else (None, image))
-            image_vol = find_image(c, vol_name, pool_name)
+            image_vol = image_volume(c, desired)
             if image_vol is None:
                 raise c.fail(f"vm {name}: image {image} not found in any active pool")
         pool_name = desired.get("pool") or (image_vol.storagePoolLookupByVolume().name()
@@ -784,6 +782,17 @@ class VmModule(LibvirtModule):
 
 def default_virt_type(c: Any) -> str:
     return str(c.conn.vars.get("provision_libvirt_domain_type") or ("test" if c.test else "kvm"))
+
+
+def image_volume(c: Any, desired: dict[str, Any]) -> Any | None:
+    """The VM's image volume: POOL/VOLUME as given; an image declared in the
+    spec in its declared pool (another pool may hold a volume of that name);
+    else the first active pool holding it."""
+    image = desired["image"]
+    if "/" in image:
+        pool_name, vol_name = image.split("/", 1)
+        return find_image(c, vol_name, pool_name)
+    return find_image(c, image, (desired.get("layout") or {}).get("image_pool"))
 
 
 def find_image(c: Any, vol_name: str, pool_name: str | None = None) -> Any | None:

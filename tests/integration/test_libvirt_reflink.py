@@ -230,3 +230,42 @@ def test_clone_reflink_where_the_host_cannot_is_refused_at_plan_time(site):
         assert site.name("bad") not in {d.name() for d in virt.listAllDomains(0)}
     finally:
         virt.close()
+
+
+def test_a_saved_plan_carries_the_choice_to_apply(site, ssh_fleet, tmp_path, monkeypatch):
+    """plan -o → plan.json says reflink → apply plan.json (re-read, same facts) makes it."""
+    import yaml
+    from click.testing import CliRunner
+
+    from provisioner.cli import main
+
+    monkeypatch.setenv("PROVISION_STATE_DIR", str(tmp_path / "state"))
+    doc = yaml.safe_load(Path(ssh_fleet.inventory).read_text())
+    doc["all"]["hosts"] = {"h1": dict(doc["all"]["hosts"]["h1"],
+                                      provision_libvirt_socket=str(site.libvirtd.socket_path),
+                                      provision_libvirt_domain_type="qemu")}
+    inv = tmp_path / "inv.yml"
+    inv.write_text(yaml.safe_dump(doc))
+    pool, vm = site.name("saved"), site.name("r3")
+    pool_dir = site.xfs_pool.parent / pool
+    pb = tmp_path / "saved.yml"
+    pb.write_text(yaml.safe_dump([{"name": "saved", "hosts": "h1", "resources": [
+        {"pool": {"name": pool, "path": str(pool_dir)}},
+        {"image": {"name": "golden.raw", "pool": pool, "source": str(site.raw)}},
+        {"vm": {"name": vm, "image": "golden.raw", "state": "stopped", "virt_type": "qemu",
+                "memory": "64MiB"}},
+    ]}]))
+    plan_file = tmp_path / "plan.json"
+    r = CliRunner().invoke(main, ["plan", str(pb), "-i", str(inv), "-o", str(plan_file)])
+    assert r.exit_code == 0, r.output
+    assert "root disk: reflink clone of golden.raw on xfs" in r.output
+    saved = json.loads(plan_file.read_text())
+    change = next(c for c in saved["hosts"]["h1"]["changes"] if c["name"] == vm)
+    assert change["after"]["disk_clone"] == "reflink"
+    r = CliRunner().invoke(main, ["apply", str(plan_file)])
+    assert r.exit_code == 0, r.output
+    disk = pool_dir / f"{vm}.img"
+    assert disk.exists(), (r.output, sorted(p.name for p in pool_dir.iterdir()))
+    assert shared_extents(disk) > 0 and backing_file(disk) is None
+    r = CliRunner().invoke(main, ["plan", str(pb), "-i", str(inv), "--detailed-exitcode"])
+    assert r.exit_code == 0, r.output
