@@ -11,6 +11,7 @@ where the host cannot must be refused at plan time, naming the reason.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -269,3 +270,22 @@ def test_a_saved_plan_carries_the_choice_to_apply(site, ssh_fleet, tmp_path, mon
     assert shared_extents(disk) > 0 and backing_file(disk) is None
     r = CliRunner().invoke(main, ["plan", str(pb), "-i", str(inv), "--detailed-exitcode"])
     assert r.exit_code == 0, r.output
+
+
+def test_new_content_for_a_reflinked_image_leaves_its_vms_alone(site):
+    """No backing chain: golden.raw can be replaced under r2, whose disk keeps its
+    bytes; base.qcow2, the backing file of o1's overlay, still may not."""
+    r2 = site.xfs_pool / f"{site.name('r2')}.img"
+    before = hashlib.sha256(r2.read_bytes()).hexdigest()
+    with open(site.raw, "r+b") as fh:  # new content, same size
+        fh.write(os.urandom(MiB))
+    resources = site.resources()
+    plan = site.plan(resources)
+    assert plan["golden.raw"].action is Action.REPLACE
+    assert plan[site.name("r2")].action is Action.NOOP
+    changes = site.apply(resources)
+    assert changes["golden.raw"].action is Action.REPLACE
+    assert hashlib.sha256(r2.read_bytes()).hexdigest() == before
+    assert hashlib.sha256((site.xfs_pool / "golden.raw").read_bytes()).hexdigest() == \
+        hashlib.sha256(site.raw.read_bytes()).hexdigest()
+    assert all(c.action is Action.NOOP for c in site.plan(resources).values())
