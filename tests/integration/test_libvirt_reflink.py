@@ -289,3 +289,16 @@ def test_new_content_for_a_reflinked_image_leaves_its_vms_alone(site):
     assert hashlib.sha256((site.xfs_pool / "golden.raw").read_bytes()).hexdigest() == \
         hashlib.sha256(site.raw.read_bytes()).hexdigest()
     assert all(c.action is Action.NOOP for c in site.plan(resources).values())
+
+
+def test_new_content_for_an_overlays_backing_image_is_refused(site):
+    with open(site.base, "ab") as fh:  # different bytes, same virtual size
+        fh.write(b"\0" * 512)
+    resources = site.resources()
+    changes = plan_changes(resources, observe(site.conn, resources))
+    report = apply_host(site.conn, resources, changes)
+    failed = {o.address: o.message for o in report.outcomes if o.status == "failed"}
+    message = failed.get("localhost/image/base.qcow2", "")
+    assert "is the backing file of" in message and site.name("o1") in message, failed
+    assert backing_file(site.xfs_pool / f"{site.name('o1')}.qcow2") == \
+        str(site.xfs_pool / "base.qcow2")
