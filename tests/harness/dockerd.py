@@ -24,6 +24,7 @@ from .util import (
     register_cleanup,
     run,
     tail,
+    unmount_below,
     wait_for,
 )
 
@@ -130,6 +131,7 @@ class PrivateDockerd:
         pid = read_pid(containerd_pidfile)
         if pid is not None and pid_alive(pid):
             kill_pid(pid)
+        unmount_below(self.base_dir)
 
     def restart(self, timeout: float = 60) -> None:
         """Stop and start again with the same state (fault tests)."""

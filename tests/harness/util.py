@@ -209,6 +209,17 @@ def unregister_cleanup(fn: Callable[[], None]) -> None:
         _cleanups.remove(fn)
 
 
+def unmount_below(base: str | os.PathLike) -> None:
+    """Unmount everything mounted under base, deepest first. dockerd leaves
+    an nsfs mount at <exec-root>/netns/default behind when it stops, which
+    would keep the run directory from being removed."""
+    prefix = os.path.realpath(base).rstrip("/") + "/"
+    with open("/proc/self/mounts") as fh:
+        points = [line.split()[1].replace("\\040", " ") for line in fh]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
 def make_run_dir(prefix: str = "prov-") -> Path:
     """A private directory for one test run, short (unix socket paths max out at 107 bytes).
 

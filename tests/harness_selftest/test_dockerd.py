@@ -48,3 +48,33 @@ def test_restart_keeps_images(dockerd, docker_images):
     dockerd.restart()
     assert dockerd.ping()
     assert docker_images.image_id(docker_images.busybox) == docker_images.busybox_id
+
+
+def test_a_killed_dockerd_leaves_no_mount_behind(dockerd, harness_dir):
+    """dockerd mounts <exec-root>/netns/default and unmounts it when it exits
+    cleanly; killed (a stop that timed out under load), it cannot, and the
+    mount kept the run directory from being removed. stop() clears it.
+    A second daemon of its own: the session's is not disturbed."""
+    import os
+    import signal
+
+    from tests.harness.dockerd import PrivateDockerd
+    from tests.harness.util import pid_alive, read_pid
+
+    daemon = PrivateDockerd(harness_dir / "docker-killed")
+    prefix = str(daemon.base_dir.resolve()) + "/"
+
+    def mounts_below() -> list[str]:
+        with open("/proc/self/mounts") as fh:
+            return [line.split()[1] for line in fh if line.split()[1].startswith(prefix)]
+
+    try:
+        assert daemon.ping()
+        assert mounts_below(), "expected dockerd's netns mount while it runs"
+        pid = read_pid(daemon.pidfile)
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(pid), 10, "dockerd to die")
+        assert mounts_below(), "a SIGKILLed dockerd cannot unmount"
+    finally:
+        daemon.stop()
+    assert mounts_below() == []
