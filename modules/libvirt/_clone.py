@@ -21,7 +21,6 @@ tries, `reflink` makes any other answer a plan-time error.
 
 from __future__ import annotations
 
-import posixpath
 from typing import Any
 
 from provisioner.connection.base import Connection
@@ -107,6 +106,3 @@ def _probe(conn: Connection, src_dir: str, dst_dir: str) -> dict[str, Any]:
                                                 "reason")},
             **({"probed_dirs": dirs} if dirs != [src_dir, dst_dir] else {})}
 
-
-def image_dir(path: str | None, pool_path: str | None) -> str | None:
-    return posixpath.dirname(path) if path else pool_path
