@@ -215,7 +215,8 @@ class HelperHandle:
             args += ["--size", str(int(size))]
         return self.call([*args, "--", src, dst])
 
-    def reflink_probe(self, src_dir: str, dst_dir: str) -> dict[str, Any]:
+    def reflink_probe(self, src_dir: str, dst_dir: str, *, nearest: bool = False
+                      ) -> dict[str, Any]:
         """Whether a file in src_dir can be reflink-cloned into dst_dir:
         {"reflink", "src_fs", "dst_fs", "same_fs", "reason"}.
 
@@ -225,8 +226,11 @@ class HelperHandle:
         type alone cannot tell (XFS made without reflink=1, btrfs subvolumes).
         Nothing is left in either directory. Needs write access to both
         directories; a missing one, or one that cannot be written, raises
-        HelperError (rc 1) naming the path."""
-        return self.call(["reflink-probe", "--", src_dir, dst_dir])
+        HelperError (rc 1) naming the path. nearest=True: a directory not made
+        yet is answered for its nearest existing parent, and the answer names
+        the directories probed (src_dir, dst_dir)."""
+        return self.call(["reflink-probe", *(["--nearest"] if nearest else []), "--",
+                          src_dir, dst_dir])
 
     def slice_apply(self, path: str, limits: Mapping[str, Any]) -> dict[str, Any]:
         args = ["slice", "apply", path]

@@ -25,15 +25,6 @@ from typing import Any
 
 from provisioner.connection.base import Connection
 
-# The nearest existing directory of each argument: a pool created in the same
-# apply has no directory yet, but will be made on its parent's filesystem.
-_NEAREST_DIRS = r"""
-for d do
-  while [ ! -d "$d" ] && [ "$d" != / ]; do d=$(dirname -- "$d"); done
-  printf '%s\n' "$d"
-done
-"""
-
 
 def decide(setting: str, facts: dict[str, Any] | None) -> tuple[str, str]:
     """(method, why) for a root disk: method is "reflink", "overlay" or "kept".
@@ -94,15 +85,13 @@ def _probe(conn: Connection, src_dir: str, dst_dir: str) -> dict[str, Any]:
     helper = ensure_helper(conn)
     if helper is None:
         return {"helper_missing": unavailable_reason(conn)}
-    res = conn.run(["sh", "-c", _NEAREST_DIRS, "sh", src_dir, dst_dir])
-    dirs = res.out.splitlines() if res.ok else []
-    if len(dirs) != 2:
-        return {"helper_missing": f"cannot find {src_dir} or {dst_dir} on the host"}
     try:
-        probe = helper.reflink_probe(dirs[0], dirs[1])
+        # a pool or image this apply makes has no directory yet: its
+        # nearest existing parent is where it will be made
+        probe = helper.reflink_probe(src_dir, dst_dir, nearest=True)
     except HelperError as exc:
         return {"helper_missing": str(exc)}
+    dirs = [probe.get("src_dir"), probe.get("dst_dir")]
     return {"probe": {k: probe.get(k) for k in ("reflink", "src_fs", "dst_fs", "same_fs",
                                                 "reason")},
             **({"probed_dirs": dirs} if dirs != [src_dir, dst_dir] else {})}
-

@@ -4,7 +4,7 @@
  *   provision-helper slice apply PATH key=value...
  *   provision-helper slice show PATH...
  *   provision-helper slice rm PATH
- *   provision-helper reflink-probe SRC_DIR DST_DIR
+ *   provision-helper reflink-probe [--nearest] SRC_DIR DST_DIR
  *   provision-helper version
  */
 #define _GNU_SOURCE
@@ -17,7 +17,7 @@ static const char usage_text[] =
     "       provision-helper slice apply PATH key=value...\n"
     "       provision-helper slice show PATH...\n"
     "       provision-helper slice rm PATH\n"
-    "       provision-helper reflink-probe SRC_DIR DST_DIR\n"
+    "       provision-helper reflink-probe [--nearest] SRC_DIR DST_DIR\n"
     "       provision-helper version\n";
 
 static int cmd_version(void)

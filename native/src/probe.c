@@ -5,7 +5,11 @@
  * subvolumes (different st_dev, yet cloneable) and kernels that refuse
  * clones across mounts all look alike from the outside.
  *
- *   provision-helper reflink-probe SRC_DIR DST_DIR
+ *   provision-helper reflink-probe [--nearest] SRC_DIR DST_DIR
+ *
+ * --nearest: a directory that does not exist yet (a pool the same apply will
+ * make) is answered for its nearest existing parent, where it would be made;
+ * the JSON then also names the directories probed (src_dir, dst_dir).
  *
  * The files are O_TMPFILE: never linked, freed on close, so nothing is left
  * in either directory, even after a SIGKILL.  Exit 0 whenever the question
@@ -18,6 +22,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdalign.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -33,7 +38,7 @@
 
 #define PROBE_BLOCK ((size_t)64 << 10)
 
-static const char probe_usage[] = "provision-helper reflink-probe SRC_DIR DST_DIR";
+static const char probe_usage[] = "provision-helper reflink-probe [--nearest] SRC_DIR DST_DIR";
 
 static const struct {
     unsigned long magic;
@@ -61,14 +66,44 @@ static void fs_name(unsigned long magic, char *name, size_t cap)
 
 struct probe_dir {
     const char *path;
+    char parent[PATH_MAX]; /* with --nearest: the existing parent probed instead */
     int fd; /* O_PATH: needs no read permission on the directory itself */
     dev_t dev;
     char fs[16];
 };
 
-static void open_dir(struct probe_dir *d, const char *role)
+/* The path without its last component ("/a/b/" -> "/a", "/a" -> "/",
+ * "a" -> "."), in place; false when there is nothing left to strip. */
+static bool strip_last(char *p)
+{
+    size_t n = strlen(p);
+    while (n > 1 && p[n - 1] == '/')
+        p[--n] = '\0';
+    char *slash = strrchr(p, '/');
+    if (slash == NULL) {
+        if (strcmp(p, ".") == 0)
+            return false;
+        strcpy(p, ".");
+    } else if (slash == p) {
+        if (p[1] == '\0')
+            return false;
+        p[1] = '\0';
+    } else {
+        *slash = '\0';
+    }
+    return true;
+}
+
+static void open_dir(struct probe_dir *d, const char *role, bool nearest)
 {
     d->fd = open(d->path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (d->fd < 0 && errno == ENOENT && nearest && strlen(d->path) < sizeof d->parent) {
+        strcpy(d->parent, d->path);
+        while (d->fd < 0 && errno == ENOENT && strip_last(d->parent))
+            d->fd = open(d->parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (d->fd >= 0)
+            d->path = d->parent;
+    }
     if (d->fd < 0) {
         int e = errno;
         if (e == ENOTDIR) /* like clone's "not a regular file": no errno text */
@@ -129,7 +164,7 @@ static bool clone_unsupported(int err)
 }
 
 static int print_answer(const struct probe_dir *src, const struct probe_dir *dst, bool reflink,
-                        bool same_fs, const char *reason)
+                        bool same_fs, const char *reason, bool nearest)
 {
     json_t j;
     json_init(&j, stdout);
@@ -139,6 +174,10 @@ static int print_answer(const struct probe_dir *src, const struct probe_dir *dst
     json_str(&j, "dst_fs", dst->fs);
     json_bool(&j, "same_fs", same_fs);
     json_str(&j, "reason", reason);
+    if (nearest) {
+        json_str(&j, "src_dir", src->path);
+        json_str(&j, "dst_dir", dst->path);
+    }
     json_obj_end(&j);
     return json_finish(&j) == 0 ? RC_OK : RC_RUNTIME;
 }
@@ -147,11 +186,15 @@ int cmd_reflink_probe(int argc, char **argv)
 {
     const char *pos[2];
     int npos = 0;
-    bool opts_done = false;
+    bool opts_done = false, nearest = false;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (!opts_done && strcmp(a, "--") == 0) {
             opts_done = true;
+            continue;
+        }
+        if (!opts_done && strcmp(a, "--nearest") == 0) {
+            nearest = true;
             continue;
         }
         if (!opts_done && a[0] == '-' && a[1] != '\0')
@@ -168,8 +211,8 @@ int cmd_reflink_probe(int argc, char **argv)
         fail(RC_USAGE, 0, FIELDS("usage", probe_usage), "reflink-probe: empty path");
 
     struct probe_dir src = {.path = pos[0]}, dst = {.path = pos[1]};
-    open_dir(&src, "source directory");
-    open_dir(&dst, "destination directory");
+    open_dir(&src, "source directory", nearest);
+    open_dir(&dst, "destination directory", nearest);
     /* btrfs gives each subvolume its own st_dev: a clone that works proves
      * one filesystem even when the devices differ */
     bool same_fs = src.dev == dst.dev;
@@ -186,7 +229,7 @@ int cmd_reflink_probe(int argc, char **argv)
         close(dst.fd);
         close(src.fd);
         snprintf(reason, sizeof reason, "O_TMPFILE unsupported on %s", sfd < 0 ? src.fs : dst.fs);
-        return print_answer(&src, &dst, false, same_fs, reason);
+        return print_answer(&src, &dst, false, same_fs, reason, nearest);
     }
 
     bool reflink = ioctl(dfd, FICLONE, sfd) == 0;
@@ -196,7 +239,7 @@ int cmd_reflink_probe(int argc, char **argv)
     close(dst.fd);
     close(src.fd);
     if (reflink)
-        return print_answer(&src, &dst, true, true, "FICLONE works");
+        return print_answer(&src, &dst, true, true, "FICLONE works", nearest);
     if (!clone_unsupported(e))
         fail(RC_RUNTIME, e, FIELDS("src", src.path, "dst", dst.path),
              "reflink-probe: FICLONE from '%s' to '%s' failed", src.path, dst.path);
@@ -211,5 +254,5 @@ int cmd_reflink_probe(int argc, char **argv)
         snprintf(reason, sizeof reason, "%s has no reflink", src.fs);
     else
         snprintf(reason, sizeof reason, "FICLONE refused on %s: %s", src.fs, strerror(e));
-    return print_answer(&src, &dst, false, same_fs, reason);
+    return print_answer(&src, &dst, false, same_fs, reason, nearest);
 }

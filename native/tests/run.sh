@@ -177,6 +177,13 @@ expect "probe missing errno" "$(field errno)" "2"
 run 1 reflink-probe "$T/ps" "$T/nodst" && contains "probe missing dst" "$(field error)" "$T/nodst"
 expect "probe path field" "$(field path)" "$T/nodst"
 run 1 reflink-probe "$T/small" "$T/pd" && contains "probe src not dir" "$(field error)" "not a directory"
+run 0 reflink-probe --nearest "$T/nosrc/a/b/" "$T/pd"
+expect "nearest src parent" "$(field src_dir)" "$T"
+expect "nearest dst as given" "$(field dst_dir)" "$T/pd"
+[ ! -e "$T/nosrc" ] && ok || bad "nearest created a directory"
+run 0 reflink-probe --nearest nosuch/dir "$T/pd"
+expect "nearest relative" "$(field src_dir)" "."
+run 1 reflink-probe --nearest "$T/small/x" "$T/pd" && contains "nearest under a file" "$(field error)" "$T/small/x"
 run 0 reflink-probe "$T/ps" "$T/pd"
 r=$(field reflink)
 case $r in true | false) ok ;; *) bad "probe reflink: got '$r'" ;; esac

@@ -17,6 +17,7 @@ from .util import HarnessError, pid_alive, register_cleanup, unregister_cleanup
 
 MKFS = {
     "xfs": ["mkfs.xfs", "-q", "-m", "reflink=1"],
+    "xfs-noreflink": ["mkfs.xfs", "-q", "-m", "reflink=0"],
     "btrfs": ["mkfs.btrfs", "-q"],
     "ext4": ["mkfs.ext4", "-q", "-F"],
 }

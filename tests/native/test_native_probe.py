@@ -82,18 +82,9 @@ def mounted(source: str, target: Path, *opts: str) -> Iterator[Path]:
 
 
 @pytest.fixture
-def xfs_noreflink(tmp_path) -> Iterator[Path]:
+def xfs_noreflink(mount_fs) -> Path:
     """XFS made with reflink=0: statfs says xfs all the same."""
-    if not IS_ROOT:
-        pytest.skip("needs root to mount")
-    if not shutil.which("mkfs.xfs"):
-        pytest.skip("mkfs.xfs not installed")
-    img = tmp_path / "xfs-noreflink.img"
-    subprocess.run(["truncate", "-s", "1G", str(img)], check=True)
-    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=0", str(img)], check=True, capture_output=True)
-    with mounted(str(img), tmp_path / "mnt-xfs-noreflink", "-o", "loop") as mnt:
-        yield mnt
-    img.unlink()
+    return mount_fs("xfs-noreflink")
 
 
 # -- yes -----------------------------------------------------------------------------
@@ -233,6 +224,24 @@ def test_filesystem_without_o_tmpfile_is_an_answer(helper, tmp_path):
 # -- errors ----------------------------------------------------------------------------
 
 
+def test_nearest_answers_where_a_missing_directory_will_be_made(helper, xfs_mount, mount_fs):
+    """--nearest: a pool that the same apply makes is probed at its nearest existing
+    parent, and the answer names the directories probed; nothing is created."""
+    ext4 = mount_fs("ext4")
+    run = helper("reflink-probe", "--nearest", str(xfs_mount / "a" / "b"), str(xfs_mount / "c/"))
+    assert run.rc == 0, run
+    assert run.data["reflink"] is True
+    assert run.data["src_dir"] == run.data["dst_dir"] == str(xfs_mount)
+    run = helper("reflink-probe", "--nearest", str(xfs_mount / "a"), str(ext4 / "pool"))
+    assert run.rc == 0, run
+    assert run.data["reflink"] is False and run.data["reason"] == "different filesystems"
+    assert (run.data["src_dir"], run.data["dst_dir"]) == (str(xfs_mount), str(ext4))
+    (xfs_mount / "here").mkdir()
+    run = helper("reflink-probe", "--nearest", str(xfs_mount / "here"), str(xfs_mount / "here"))
+    assert run.data["src_dir"] == str(xfs_mount / "here")
+    assert sorted(os.listdir(xfs_mount)) == ["here"] and os.listdir(ext4) == ["lost+found"]
+
+
 def test_missing_or_not_a_directory(helper, tmp_path):
     ok = tmp_path / "ok"
     ok.mkdir()
@@ -299,13 +308,13 @@ def test_usage_errors_exit_2(helper, args):
     run = helper(*args)
     assert run.rc == 2, run
     assert run.data["error"].startswith("reflink-probe: ")
-    assert run.data["usage"] == "provision-helper reflink-probe SRC_DIR DST_DIR"
+    assert run.data["usage"] == "provision-helper reflink-probe [--nearest] SRC_DIR DST_DIR"
 
 
 def test_version_lists_the_feature(helper):
     run = helper("version")
     assert "reflink-probe" in run.data["features"]
-    assert "reflink-probe SRC_DIR DST_DIR" in helper("help").data["usage"]
+    assert "reflink-probe [--nearest] SRC_DIR DST_DIR" in helper("help").data["usage"]
 
 
 # -- through HelperHandle ---------------------------------------------------------------
