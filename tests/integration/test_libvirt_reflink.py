@@ -24,14 +24,11 @@ import pytest
 
 pytest.importorskip("libvirt")
 
-from provisioner.connection.ssh import SshConnection  # noqa: E402
-from provisioner.engine.executor import apply_host  # noqa: E402
 from provisioner.engine.observe import observe  # noqa: E402
-from provisioner.engine.runner import ordered_resources, plan_changes  # noqa: E402
 from provisioner.errors import HostError  # noqa: E402
-from provisioner.inventory import load_inventory  # noqa: E402
 from provisioner.plan.model import Action  # noqa: E402
-from provisioner.spec.loader import load_spec  # noqa: E402
+from tests import engine_steps as steps  # noqa: E402
+from tests.engine_steps import fleet_connection, localhost_resources  # noqa: E402
 from tests.harness.loopfs import LoopFs  # noqa: E402
 from tests.harness.util import read_pid  # noqa: E402
 
@@ -61,12 +58,8 @@ class Site:
         self.tag = "rl" + uuid.uuid4().hex[:6]
         self.xfs_pool = xfs / f"{self.tag}-pool"  # made by the pool resource
         self.ext4_pool = Path(libvirtd.guest_dir) / f"{self.tag}-pool"
-        host = fleet.hosts[0]
-        self.conn = SshConnection(host["name"], host["address"], port=host["port"],
-                                  user=host["user"], key_file=host["key_file"],
-                                  known_hosts=str(fleet.known_hosts))
-        self.conn.vars = {"provision_libvirt_socket": str(libvirtd.socket_path),
-                          "provision_libvirt_domain_type": "qemu"}
+        self.conn = fleet_connection(fleet, provision_libvirt_socket=str(libvirtd.socket_path),
+                                     provision_libvirt_domain_type="qemu")
         self.base = work / "base.qcow2"
         shutil.copy(boot.base_image, self.base)
         self.raw = work / "golden.raw"  # 32 MiB raw image, 8 MiB of it data
@@ -105,17 +98,13 @@ class Site:
         """) + "".join(f"    - vm: {json.dumps(vm)}\n" for vm in vms) + extra
         path = self.work / f"reflink-{self.tag}.yml"
         path.write_text(text)
-        return ordered_resources(load_spec(str(path), load_inventory(None)))["localhost"]
+        return localhost_resources(path)
 
     def plan(self, resources):
-        return {c.name: c for c in plan_changes(resources, observe(self.conn, resources))}
+        return {c.name: c for c in steps.plan(self.conn, resources)}
 
     def apply(self, resources):
-        changes = plan_changes(resources, observe(self.conn, resources))
-        report = apply_host(self.conn, resources, changes)
-        bad = [(o.address, o.status, o.message) for o in report.outcomes
-               if o.status in ("failed", "not converged")]
-        assert not bad, bad
+        changes, _ = steps.apply(self.conn, resources)
         return {c.name: c for c in changes}
 
     def cleanup(self) -> None:
@@ -295,8 +284,7 @@ def test_new_content_for_an_overlays_backing_image_is_refused(site):
     with open(site.base, "ab") as fh:  # different bytes, same virtual size
         fh.write(b"\0" * 512)
     resources = site.resources()
-    changes = plan_changes(resources, observe(site.conn, resources))
-    report = apply_host(site.conn, resources, changes)
+    _, report = steps.apply(site.conn, resources, check=False)
     failed = {o.address: o.message for o in report.outcomes if o.status == "failed"}
     message = failed.get("localhost/image/base.qcow2", "")
     assert "is the backing file of" in message and site.name("o1") in message, failed

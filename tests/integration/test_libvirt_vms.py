@@ -23,13 +23,9 @@ import pytest
 
 pytest.importorskip("libvirt")
 
-from provisioner.connection.ssh import SshConnection  # noqa: E402
-from provisioner.engine.executor import apply_host  # noqa: E402
-from provisioner.engine.observe import observe  # noqa: E402
-from provisioner.engine.runner import ordered_resources, plan_changes  # noqa: E402
-from provisioner.inventory import load_inventory  # noqa: E402
 from provisioner.plan.model import Action  # noqa: E402
-from provisioner.spec.loader import load_spec  # noqa: E402
+from tests import engine_steps as steps  # noqa: E402
+from tests.engine_steps import fleet_connection, localhost_resources  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +40,8 @@ class Scenario:
         self.tag = "it" + uuid.uuid4().hex[:6]
         self.pool_dir = Path(libvirtd.guest_dir) / f"{self.tag}-pool"
         self.console = Path(libvirtd.guest_dir) / f"{self.tag}-g1.console"
-        host = fleet.hosts[0]
-        self.conn = SshConnection(host["name"], host["address"], port=host["port"],
-                                  user=host["user"], key_file=host["key_file"],
-                                  known_hosts=str(fleet.known_hosts))
-        self.conn.vars = {"provision_libvirt_socket": str(libvirtd.socket_path),
-                          "provision_libvirt_domain_type": "qemu"}
+        self.conn = fleet_connection(fleet, provision_libvirt_socket=str(libvirtd.socket_path),
+                                     provision_libvirt_domain_type="qemu")
         # controller-side image files (the "source" of the image resources)
         self.base = work / "base.qcow2"
         shutil.copy(boot.base_image, self.base)
@@ -88,17 +80,13 @@ class Scenario:
         self.n += 1
         path = self.work / f"vms-{self.tag}.yml"  # one file name: one owner
         path.write_text(text)
-        return ordered_resources(load_spec(str(path), load_inventory(None)))["localhost"]
+        return localhost_resources(path)
 
     def plan(self, resources):
-        return {c.name: c for c in plan_changes(resources, observe(self.conn, resources))}
+        return {c.name: c for c in steps.plan(self.conn, resources)}
 
     def apply(self, resources):
-        changes = plan_changes(resources, observe(self.conn, resources))
-        report = apply_host(self.conn, resources, changes)
-        bad = [(o.address, o.status, o.message) for o in report.outcomes
-               if o.status in ("failed", "not converged")]
-        assert not bad, bad
+        changes, report = steps.apply(self.conn, resources)
         return {c.name: c for c in changes}, report
 
     def virt(self):

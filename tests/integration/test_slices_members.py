@@ -29,13 +29,9 @@ import pytest
 pytest.importorskip("libvirt")
 pytest.importorskip("docker")
 
-from provisioner.connection.ssh import SshConnection  # noqa: E402
-from provisioner.engine.executor import apply_host  # noqa: E402
-from provisioner.engine.observe import observe  # noqa: E402
-from provisioner.engine.runner import ordered_resources, plan_changes  # noqa: E402
-from provisioner.inventory import load_inventory  # noqa: E402
 from provisioner.plan.model import Action  # noqa: E402
-from provisioner.spec.loader import load_spec  # noqa: E402
+from tests import engine_steps as steps  # noqa: E402
+from tests.engine_steps import fleet_connection, localhost_resources  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -72,15 +68,11 @@ class Scenario:
         self.console = Path(libvirtd.guest_dir) / f"{self.tag}-vm.console"
         self.vm = f"{self.tag}-vm"
         self.containers = [f"{self.tag}-c1", f"{self.tag}-c2"]
-        host = fleet.hosts[0]
-        self.conn = SshConnection(host["name"], host["address"], port=host["port"],
-                                  user=host["user"], key_file=host["key_file"],
-                                  known_hosts=str(fleet.known_hosts))
-        self.conn.vars = {"provision_libvirt_socket": str(libvirtd.socket_path),
-                          "provision_libvirt_domain_type": "qemu",
-                          "provision_docker_socket": str(dockerd.socket),
-                          # the slice's ownership mark: here, not in the host's /run/provision
-                          "provision_run_dir": str(work / "run")}
+        self.conn = fleet_connection(
+            fleet, provision_libvirt_socket=str(libvirtd.socket_path),
+            provision_libvirt_domain_type="qemu", provision_docker_socket=str(dockerd.socket),
+            # the slice's ownership mark: here, not in the host's /run/provision
+            provision_run_dir=str(work / "run"))
 
     def resources(self, *, memory: str = "1GiB", pids: int = 256, state: str = "present",
                   members: bool = True):
@@ -107,19 +99,13 @@ class Scenario:
         """) + body + "\n"
         path = self.work / f"slice-{self.tag}.yml"  # one file name: one owner
         path.write_text(text)
-        return ordered_resources(load_spec(str(path), load_inventory(None)))["localhost"]
+        return localhost_resources(path)
 
     def plan(self, resources):
-        return {(c.kind, c.name): c for c in plan_changes(resources,
-                                                           observe(self.conn, resources))}
+        return {(c.kind, c.name): c for c in steps.plan(self.conn, resources)}
 
     def apply(self, resources, *, ok: bool = True):
-        changes = plan_changes(resources, observe(self.conn, resources))
-        report = apply_host(self.conn, resources, changes)
-        if ok:
-            bad = [(o.address, o.status, o.message) for o in report.outcomes
-                   if o.status in ("failed", "not converged")]
-            assert not bad, bad
+        changes, report = steps.apply(self.conn, resources, check=ok)
         return {(c.kind, c.name): c for c in changes}, report
 
     # -- what is really there ----------------------------------------------------------
