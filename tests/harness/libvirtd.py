@@ -191,11 +191,19 @@ class PrivateLibvirtd:
 
     def destroy_all(self) -> None:
         """Destroy and undefine every domain (QEMU processes outlive a killed libvirtd)."""
+        self.remove("")
+
+    def remove(self, prefix: str, *, volumes: bool = False) -> None:
+        """Destroy and undefine the domains and storage pools whose names start
+        with prefix (a test's tag), best effort; volumes=True deletes the pools'
+        volumes first. Directories on disk are the caller's."""
         import libvirt
 
         conn = libvirt.open(self.uri)
         try:
             for dom in conn.listAllDomains():
+                if not dom.name().startswith(prefix):
+                    continue
                 with contextlib.suppress(libvirt.libvirtError):
                     if dom.isActive():
                         dom.destroy()
@@ -207,8 +215,13 @@ class PrivateLibvirtd:
                             | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
                         )
             for pool in conn.listAllStoragePools():
+                if not pool.name().startswith(prefix):
+                    continue
                 with contextlib.suppress(libvirt.libvirtError):
                     if pool.isActive():
+                        if volumes:
+                            for vol in pool.listAllVolumes(0):
+                                vol.delete(0)
                         pool.destroy()
                 with contextlib.suppress(libvirt.libvirtError):
                     pool.undefine()

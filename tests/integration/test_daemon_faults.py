@@ -140,30 +140,10 @@ def vm_files(libvirtd, guest_boot_files):
     yield t, pool_dir, root
     import shutil
 
-    import libvirt
     if not libvirtd.is_running():
         libvirtd.start()
     with contextlib.suppress(Exception):
-        virt = libvirtd.open()
-        try:
-            for dom in virt.listAllDomains(0):
-                if dom.name().startswith(t):
-                    with contextlib.suppress(libvirt.libvirtError):
-                        if dom.isActive():
-                            dom.destroy()
-                    with contextlib.suppress(libvirt.libvirtError):
-                        dom.undefine()
-            for pool in virt.listAllStoragePools(0):
-                if pool.name().startswith(t):
-                    with contextlib.suppress(libvirt.libvirtError):
-                        if pool.isActive():
-                            for vol in pool.listAllVolumes(0):
-                                vol.delete(0)
-                            pool.destroy()
-                    with contextlib.suppress(libvirt.libvirtError):
-                        pool.undefine()
-        finally:
-            virt.close()
+        libvirtd.remove(t, volumes=True)
     shutil.rmtree(pool_dir, ignore_errors=True)
     (pool_dir.parent / f".{pool_dir.name}.provision.json").unlink(missing_ok=True)
     shutil.rmtree(root, ignore_errors=True)

@@ -108,22 +108,9 @@ class Site:
         return {c.name: c for c in changes}
 
     def cleanup(self) -> None:
-        import libvirt
-
-        virt = self.libvirtd.open()
         try:
-            for dom in virt.listAllDomains(0):
-                if dom.name().startswith(self.tag):
-                    if dom.isActive():
-                        dom.destroy()
-                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-            for pool in virt.listAllStoragePools(0):
-                if pool.name().startswith(self.tag):
-                    if pool.isActive():
-                        pool.destroy()
-                    pool.undefine()
+            self.libvirtd.remove(self.tag)
         finally:
-            virt.close()
             self.conn.close()
         for d in (self.xfs_pool, self.ext4_pool):
             shutil.rmtree(d, ignore_errors=True)

@@ -93,24 +93,9 @@ class Scenario:
         return self.libvirtd.open()
 
     def cleanup(self) -> None:
-        import libvirt
-
-        virt = self.virt()
         try:
-            for dom in virt.listAllDomains(0):
-                if dom.name().startswith(self.tag):
-                    if dom.isActive():
-                        dom.destroy()
-                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-            for pool in virt.listAllStoragePools(0):
-                if pool.name().startswith(self.tag):
-                    if pool.isActive():
-                        for vol in pool.listAllVolumes(0):
-                            vol.delete(0)
-                        pool.destroy()
-                    pool.undefine()
+            self.libvirtd.remove(self.tag, volumes=True)
         finally:
-            virt.close()
             self.conn.close()
         shutil.rmtree(self.pool_dir, ignore_errors=True)
         sidecar = self.pool_dir.parent / f".{self.pool_dir.name}.provision.json"

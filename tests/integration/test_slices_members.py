@@ -147,8 +147,6 @@ class Scenario:
 
     # -- cleanup -------------------------------------------------------------------------
     def cleanup(self) -> None:
-        import libvirt
-
         with contextlib.suppress(Exception):
             client = self.dockerd.client()
             try:
@@ -158,26 +156,7 @@ class Scenario:
             finally:
                 client.close()
         with contextlib.suppress(Exception):
-            virt = self.libvirtd.open()
-            try:
-                for dom in virt.listAllDomains(0):
-                    if dom.name().startswith(self.tag):
-                        with contextlib.suppress(libvirt.libvirtError):
-                            if dom.isActive():
-                                dom.destroy()
-                        with contextlib.suppress(libvirt.libvirtError):
-                            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-                for pool in virt.listAllStoragePools(0):
-                    if pool.name().startswith(self.tag):
-                        with contextlib.suppress(libvirt.libvirtError):
-                            if pool.isActive():
-                                for vol in pool.listAllVolumes(0):
-                                    vol.delete(0)
-                                pool.destroy()
-                        with contextlib.suppress(libvirt.libvirtError):
-                            pool.undefine()
-            finally:
-                virt.close()
+            self.libvirtd.remove(self.tag, volumes=True)
         with contextlib.suppress(Exception):
             self.conn.close()
         # the slice's cgroups in every hierarchy (Docker makes its parents in all of
