@@ -5,55 +5,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from provisioner import helper as helper_mod
-from provisioner.connection.base import Connection, Result
 from provisioner.helper import HelperError, ensure_helper, plain_clone, unavailable_reason
+from tests.fakes import SubprocessConnection
 
 
-class RecordingConnection(Connection):
+class RecordingConnection(SubprocessConnection):
     """Runs commands locally with its own HOME and PATH; records them."""
 
     def __init__(self, home: Path, path: str | None = None, env: dict[str, str] | None = None):
-        self.host = "local"
-        self.env = {**os.environ, "HOME": str(home), **(env or {})}
+        full = {**os.environ, "HOME": str(home), **(env or {})}
         if path is not None:
-            self.env["PATH"] = path
-        self.runs: list[list[str]] = []
-        self.puts: list[str] = []
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin: bytes | None = None,
-        sudo: bool | None = None,
-        timeout: float | None = None,
-    ) -> Result:
-        assert isinstance(argv, (list, tuple)) and all(isinstance(a, str) for a in argv)
-        self.runs.append(list(argv))
-        proc = subprocess.run(
-            list(argv), input=stdin, capture_output=True, env=self.env, timeout=timeout
-        )
-        return Result(proc.returncode, proc.stdout, proc.stderr)
-
-    def put(self, path: str, data: bytes, *, mode: int | None = None) -> None:
-        self.puts.append(path)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-
-    def get(self, path: str) -> bytes:
-        with open(path, "rb") as f:
-            return f.read()
+            full["PATH"] = path
+        super().__init__(full)
 
 
 @pytest.fixture

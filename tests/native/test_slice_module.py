@@ -8,14 +8,12 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 import modules.slice as slice_mod
 from modules.slice import FALLBACK_NOTE, UNMARKED_NOTE, SliceModule
-from provisioner.connection.base import Connection, Result
 from provisioner.engine.executor import apply_host
 from provisioner.engine.observe import observe
 from provisioner.engine.prune import PRUNE_REASON, prune_changes
@@ -24,50 +22,24 @@ from provisioner.errors import HostError
 from provisioner.plan.diff import diff
 from provisioner.plan.model import Action
 from provisioner.resource import Origin, Resource
+from tests.fakes import SubprocessConnection
 
 CGROUP = Path("/sys/fs/cgroup")
 
 
-class LocalConnection(Connection):
-    """A tiny fake Connection: runs argv locally with subprocess."""
+class LocalConnection(SubprocessConnection):
+    """Runs argv locally with its own HOME and cgroup root; records them."""
 
     def __init__(self, home: Path, cgroup_root: Path | None = None,
                  run_dir: Path | None = None):
-        self.host = "local"
-        self.env = {**os.environ, "HOME": str(home)}
-        self.env.pop("PROVISION_CGROUP_ROOT", None)
+        env = {**os.environ, "HOME": str(home)}
+        env.pop("PROVISION_CGROUP_ROOT", None)
         if cgroup_root is not None:
-            self.env["PROVISION_CGROUP_ROOT"] = str(cgroup_root)
+            env["PROVISION_CGROUP_ROOT"] = str(cgroup_root)
+        super().__init__(env)
         # the ownership marks: beside the fake tree, never the host's /run/provision
         base = cgroup_root.parent if cgroup_root is not None else home
         self.vars = {"provision_run_dir": str(run_dir or base / "run")}
-        self.runs: list[list[str]] = []
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin: bytes | None = None,
-        sudo: bool | None = None,
-        timeout: float | None = None,
-    ) -> Result:
-        assert isinstance(argv, (list, tuple))
-        self.runs.append(list(argv))
-        proc = subprocess.run(
-            list(argv), input=stdin, capture_output=True, env=self.env, timeout=timeout
-        )
-        return Result(proc.returncode, proc.stdout, proc.stderr)
-
-    def put(self, path: str, data: bytes, *, mode: int | None = None) -> None:
-        with open(path + ".tmp", "wb") as f:
-            f.write(data)
-        if mode is not None:
-            os.chmod(path + ".tmp", mode)
-        os.replace(path + ".tmp", path)
-
-    def get(self, path: str) -> bytes:
-        with open(path, "rb") as f:
-            return f.read()
 
 
 @pytest.fixture(scope="module")
