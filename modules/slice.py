@@ -271,6 +271,8 @@ def _limit(value: Any) -> int | str | None:
 
 class SliceModule(Module):
     kind = "slice"
+    # every declared slice carries a mark (see normalize): bookkeeping, not news
+    unshown_fields = frozenset({"marked"})
     schema = {
         "name": s.string(required=True, empty=False, regex=_NAME_RE),
         "cpus": s.number(min=0.01, nullable=True),

@@ -60,6 +60,9 @@ class Module:
     # in a docker_network or slice): deletes without declared edges (prune)
     # remove this kind first
     uses_kinds: ClassVar[frozenset[str]] = frozenset()
+    # fields a plan carries but does not list for a create: derived
+    # bookkeeping, or what a note already says
+    unshown_fields: ClassVar[frozenset[str]] = frozenset()
 
     # -- spec time (pure) ---------------------------------------------------
     def normalize(self, fields: dict[str, Any], ctx: "SpecContext") -> dict[str, Any]:

@@ -130,6 +130,8 @@ class VmModule(LibvirtModule):
     control_fields = frozenset({"delete_disks", "shutdown_timeout", "clone", "adopt", "pool",
                                 "cloud_init", "machine", "arch", "layout"})
     replace_fields = frozenset({"image", "firmware", "virt_type"})
+    # layout: derived from the spec; disk_clone_why: the "root disk:" note says it
+    unshown_fields = frozenset({"layout", "disk_clone_why"})
 
     # -- spec time ---------------------------------------------------------------------
     def normalize(self, fields: dict[str, Any], ctx: Any) -> dict[str, Any]:

@@ -19,8 +19,8 @@ SYMBOL = {
 }
 
 _SIZE_FIELDS = {"memory", "disk", "size", "memory_high", "shm_size", "capacity"}
-# fields a note already says (a VM's disk_clone_why) or that are derived bookkeeping
-_HIDDEN = {"sha256", "content_sha256", "disk_clone_why", "layout", "marked"}
+# content hashes: the content (or its size) is shown instead
+_HIDDEN = {"sha256", "content_sha256"}
 MAX_DIFF_LINES = 200
 
 
@@ -64,8 +64,9 @@ def change_lines(console: Console, c: Change, indent: str = "  ") -> None:
     before = c.before or {}
     after = c.after or {}
     if c.action is Action.CREATE:
+        hidden = _HIDDEN | _unshown(c.kind)
         for key, value in after.items():
-            if value is None or key in _HIDDEN or key == c_name_field(c, key, value):
+            if value is None or key in hidden or key == c_name_field(c, key, value):
                 continue
             if _is_text_block(value):
                 console.line((f"{pad}{key}: ", ""), (f"({len(value.splitlines())} lines)", "dim"))
@@ -83,6 +84,17 @@ def change_lines(console: Console, c: Change, indent: str = "  ") -> None:
                          (show_value(key, new), "green"), (forces, "magenta"))
     for note in c.notes:
         console.line((f"{pad}! {note}", "cyan"))
+
+
+def _unshown(kind: str) -> frozenset[str]:
+    """The kind's own fields not listed on a create (a plan file may name a
+    kind this version does not know: then none)."""
+    from modules import get_module
+
+    try:
+        return get_module(kind).unshown_fields
+    except KeyError:
+        return frozenset()
 
 
 def c_name_field(c: Change, key: str, value: Any) -> str | None:

@@ -194,3 +194,22 @@ def test_a_mark_that_cannot_be_written_fails_the_change(helper_log):
     with pytest.raises(HostError, match="cannot write its ownership mark in "
                                         "/run/provision/slices: mkdir: Permission denied"):
         MOD.apply(conn, web, diff(MOD, web, None))
+
+
+def test_a_created_slice_does_not_list_its_mark():
+    import io
+
+    from modules import get_module
+    from provisioner.plan.diff import diff
+    from provisioner.resource import Origin, Resource
+    from provisioner.ui.console import Console
+    from provisioner.ui.render import change_lines
+
+    module = get_module("slice")
+    fields = module.normalize({"name": "t1", "pids": 10, "state": "present"})
+    assert fields["marked"] is True  # carried in the plan's data
+    change = diff(module, Resource(host="h1", kind="slice", name="t1", fields=fields,
+                                   origin=Origin("s.yml", 1)), None)
+    out = io.StringIO()
+    change_lines(Console(out, color=False), change)
+    assert "pids: 10" in out.getvalue() and "marked" not in out.getvalue()
