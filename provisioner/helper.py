@@ -77,18 +77,43 @@ mv -f provision-helper.new provision-helper
 """
 
 # Fallback clone without the helper: cp into a temp name, grow, rename.
+# $5 "always": a reflink or nothing (cp takes no --sparse then; a clone is
+# as sparse as its source anyway).
 _PLAIN_CLONE = r"""
 set -e
-src=$1; tmp=$2; dst=$3; size=$4
+src=$1; tmp=$2; dst=$3; size=$4; reflink=$5
 if [ -n "$size" ] && [ "$(stat -c %s -- "$src")" -gt "$size" ]; then
   echo "refusing to shrink: size $size is smaller than $src" >&2; exit 1
 fi
 trap 'rm -f -- "$tmp"' EXIT INT TERM HUP
-cp --reflink=auto --sparse=always -- "$src" "$tmp"
+if [ "$reflink" = always ]; then
+  cp --reflink=always -- "$src" "$tmp"
+else
+  cp --reflink=auto --sparse=always -- "$src" "$tmp"
+fi
 if [ -n "$size" ]; then truncate -s "$size" -- "$tmp"; fi
 mv -f -- "$tmp" "$dst"
 trap - EXIT
 stat -c %s -- "$dst"
+"""
+
+
+# Fallback reflink check without the helper, like `reflink-probe --nearest`:
+# two hidden temp files (removed on exit) and `cp --reflink=always` between them.
+_PLAIN_REFLINK_PROBE = r"""
+set -e
+a=$1; b=$2
+while [ ! -d "$a" ] && [ "$a" != / ]; do a=$(dirname -- "$a"); done
+while [ ! -d "$b" ] && [ "$b" != / ]; do b=$(dirname -- "$b"); done
+s=""; d=""
+trap 'rm -f -- ${s:+"$s"} ${d:+"$d"}' EXIT INT TERM HUP
+s=$(mktemp "$a/.provision-probe.XXXXXX")
+d=$(mktemp "$b/.provision-probe.XXXXXX")
+head -c 65536 /dev/urandom > "$s"
+printf 'src_dir=%s\ndst_dir=%s\n' "$a" "$b"
+printf 'src_fs=%s\ndst_fs=%s\n' "$(stat -f -c %T -- "$a")" "$(stat -f -c %T -- "$b")"
+printf 'same_dev=%s\n' "$([ "$(stat -c %d -- "$a")" = "$(stat -c %d -- "$b")" ] && echo 1)"
+if cp --reflink=always -- "$s" "$d" 2>/dev/null; then echo reflink=1; else echo reflink=; fi
 """
 
 
@@ -386,15 +411,38 @@ def _install(conn: Connection) -> tuple[HelperHandle | None, str]:
 # -- fallbacks without the helper ---------------------------------------------------
 
 
-def plain_clone(conn: Connection, src: str, dst: str, size: int | None = None) -> dict[str, Any]:
-    """`cp --reflink=auto` into a temp name, grow, rename: the fallback when
-    ensure_helper(conn) is None. Same result shape as HelperHandle.clone."""
+def plain_clone(conn: Connection, src: str, dst: str, size: int | None = None, *,
+                reflink_only: bool = False) -> dict[str, Any]:
+    """`cp --reflink=auto` (or `always`: a reflink or an error) into a temp
+    name, grow, rename: the fallback when ensure_helper(conn) is None. Same
+    result shape as HelperHandle.clone."""
     directory, base = posixpath.split(dst)
     tmp = posixpath.join(directory, f".{base}.provision-tmp.cp")
-    argv = ["sh", "-c", _PLAIN_CLONE, "sh", src, tmp, dst, "" if size is None else str(int(size))]
+    mode = "always" if reflink_only else "auto"
+    argv = ["sh", "-c", _PLAIN_CLONE, "sh", src, tmp, dst,
+            "" if size is None else str(int(size)), mode]
     res = conn.run(argv)
     if not res.ok:
         detail = res.err.strip().splitlines()[-1] if res.err.strip() else f"exit {res.rc}"
-        raise HostError(conn.host, f"cp --reflink=auto {src} {dst}: {detail}")
+        raise HostError(conn.host, f"cp --reflink={mode} {src} {dst}: {detail}")
     out = res.out.strip()
     return {"method": "cp", "size": int(out) if out.isdigit() else None, "dst": dst}
+
+
+def plain_reflink_probe(conn: Connection, src_dir: str, dst_dir: str) -> dict[str, Any]:
+    """The fallback of `HelperHandle.reflink_probe(..., nearest=True)`, same
+    answer shape, by `cp --reflink=always` between two hidden temp files that
+    exist for the moment of the check."""
+    res = conn.run(["sh", "-c", _PLAIN_REFLINK_PROBE, "sh", src_dir, dst_dir])
+    if not res.ok:
+        detail = res.err.strip().splitlines()[-1] if res.err.strip() else f"exit {res.rc}"
+        raise HostError(conn.host, f"checking for reflink between {src_dir} and {dst_dir}: "
+                                   f"{detail}")
+    got = dict(line.partition("=")[::2] for line in res.out.splitlines() if "=" in line)
+    fs = {k: "ext4" if got.get(k) == "ext2/ext3" else got.get(k) for k in ("src_fs", "dst_fs")}
+    reflink = bool(got.get("reflink"))
+    same = bool(got.get("same_dev")) or reflink
+    reason = ("cp --reflink=always works" if reflink else
+              "different filesystems" if not same else f"{fs['src_fs']} has no reflink")
+    return {"reflink": reflink, **fs, "same_fs": same, "reason": reason,
+            "src_dir": got.get("src_dir"), "dst_dir": got.get("dst_dir")}

@@ -9,7 +9,8 @@ so the plan says which and apply does what the plan said:
   Possible when the image's directory and the pool's share a filesystem that
   can reflink (XFS with reflink=1, btrfs); the helper checks by cloning an
   anonymous O_TMPFILE block, so the answer is the kernel's, not a guess from
-  the filesystem's name.
+  the filesystem's name. Without the helper, `cp --reflink=always` does both
+  the check (two hidden temp files) and the clone, and the plan says so.
 - overlay: a qcow2 file whose backing file is the image. Works anywhere; the
   image must then outlive every VM made from it.
 - kept: a root volume left from before (state: absent without delete_disks)
@@ -42,8 +43,11 @@ def decide(setting: str, facts: dict[str, Any] | None) -> tuple[str, str]:
         return "overlay", f"qcow2 overlay backed by {image} ({obstacle})"
     probe = facts["probe"]
     where = facts.get("dst_dir") or "the pool"
-    return "reflink", (f"reflink clone of {image} on {probe.get('dst_fs') or 'its filesystem'}"
-                       f" ({where}): shares the image's blocks, no backing chain")
+    why = (f"reflink clone of {image} on {probe.get('dst_fs') or 'its filesystem'}"
+           f" ({where}): shares the image's blocks, no backing chain")
+    if facts.get("without_helper"):
+        why += f"; by cp --reflink=always ({facts['without_helper']})"
+    return "reflink", why
 
 
 def reflink_obstacle(facts: dict[str, Any] | None) -> str | None:
@@ -54,8 +58,8 @@ def reflink_obstacle(facts: dict[str, Any] | None) -> str | None:
         return None
     if probe:
         return probe.get("reason") or "the filesystem cannot reflink"
-    if facts.get("helper_missing"):
-        return f"no reflink check: {facts['helper_missing']}"
+    if facts.get("unchecked"):
+        return f"no reflink check: {facts['unchecked']}"
     return "no reflink check was made"
 
 
@@ -80,18 +84,22 @@ def disk_facts(conn: Connection, *, image: str, image_path: str | None, src_dir:
 
 
 def _probe(conn: Connection, src_dir: str, dst_dir: str) -> dict[str, Any]:
-    from provisioner.helper import HelperError, ensure_helper, unavailable_reason
+    from provisioner.errors import HostError
+    from provisioner.helper import ensure_helper, plain_reflink_probe, unavailable_reason
 
     helper = ensure_helper(conn)
-    if helper is None:
-        return {"helper_missing": unavailable_reason(conn)}
+    extra: dict[str, Any] = {}
     try:
         # a pool or image this apply makes has no directory yet: its
         # nearest existing parent is where it will be made
-        probe = helper.reflink_probe(src_dir, dst_dir, nearest=True)
-    except HelperError as exc:
-        return {"helper_missing": str(exc)}
+        if helper is not None:
+            probe = helper.reflink_probe(src_dir, dst_dir, nearest=True)
+        else:
+            extra["without_helper"] = f"provision-helper unavailable: {unavailable_reason(conn)}"
+            probe = plain_reflink_probe(conn, src_dir, dst_dir)
+    except HostError as exc:  # HelperError included
+        return {"unchecked": str(exc)}
     dirs = [probe.get("src_dir"), probe.get("dst_dir")]
     return {"probe": {k: probe.get(k) for k in ("reflink", "src_fs", "dst_fs", "same_fs",
                                                 "reason")},
-            **({"probed_dirs": dirs} if dirs != [src_dir, dst_dir] else {})}
+            **({"probed_dirs": dirs} if dirs != [src_dir, dst_dir] else {}), **extra}

@@ -286,7 +286,7 @@ class VmModule(LibvirtModule):
             reason = ("the test driver has no host filesystem" if c.test else
                       "clone: overlay" if desired.get("clone") == "overlay" else
                       "the image's or the pool's directory is not known")
-            facts = {"image": image, "helper_missing": reason}
+            facts = {"image": image, "unchecked": reason}
             if existing:
                 facts["existing"] = existing
             return facts
@@ -581,20 +581,22 @@ class VmModule(LibvirtModule):
     def _reflink(self, c: Any, res: Resource, pool: Any, image: dict[str, Any],
                  capacity: int) -> dict[str, Any]:
         """The root disk as a reflink clone of the image file (raw or qcow2)
-        through provision-helper: the plan said the host can, so failing
-        here is an error, never a quiet fallback to something else."""
-        from provisioner.helper import ensure_helper
+        through provision-helper, or `cp --reflink=always` without it: the
+        plan said the host can, so failing here is an error, never a quiet
+        fallback to something else."""
+        from provisioner.helper import ensure_helper, plain_clone
 
-        helper = ensure_helper(c.conn)
-        if helper is None:
-            raise c.fail(f"vm {res.name}: the plan chose a reflink clone, but provision-helper "
-                         "is no longer available on the host: plan again")
         fmt = image["format"] or "qcow2"
         vol_name = root_volume(res.name, fmt)
         dst = posixpath.join(_pool_dir(pool), vol_name)
         # a raw file grows by truncation; qcow2 keeps its virtual size in its
         # header, so it is grown through libvirt (qemu-img resize) after
-        helper.clone(image["path"], dst, capacity if fmt == "raw" else None, method="reflink")
+        size = capacity if fmt == "raw" else None
+        helper = ensure_helper(c.conn)
+        if helper is not None:
+            helper.clone(image["path"], dst, size, method="reflink")
+        else:
+            plain_clone(c.conn, image["path"], dst, size, reflink_only=True)
         pool.refresh(0)
         if fmt != "raw":
             vol = pool.storageVolLookupByName(vol_name)

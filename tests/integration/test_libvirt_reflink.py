@@ -248,6 +248,31 @@ def test_a_saved_plan_carries_the_choice_to_apply(site, ssh_fleet, tmp_path, mon
     assert r.exit_code == 0, r.output
 
 
+
+def test_without_the_helper_cp_reflinks_and_the_plan_says_so(site, monkeypatch, tmp_path):
+    """No provision-helper to be had on the host (here: no sources to build it from):
+    the check and the clone fall back to cp --reflink=always, and the plan says so."""
+    from provisioner import helper as helper_mod
+
+    monkeypatch.setattr(helper_mod, "NATIVE_DIR", tmp_path / "no-native")
+    helper_mod.forget(site.conn)
+    try:
+        extra = (f"    - vm: {{name: {site.name('p1')}, image: golden.raw, state: stopped, "
+                 "virt_type: qemu, memory: 64MiB}\n")
+        resources = site.resources(extra)
+        plan = site.plan(resources)
+        p1 = plan[site.name("p1")]
+        assert p1.after["disk_clone"] == "reflink"
+        note = " | ".join(p1.notes)
+        assert "by cp --reflink=always (provision-helper unavailable: no helper sources" in note
+        site.apply(resources)
+        disk = site.xfs_pool / f"{site.name('p1')}.img"
+        assert shared_extents(disk) > 0 and backing_file(disk) is None
+        assert all(c.action is Action.NOOP for c in site.plan(resources).values())
+    finally:
+        monkeypatch.undo()
+        helper_mod.forget(site.conn)
+
 def test_new_content_for_a_reflinked_image_leaves_its_vms_alone(site):
     """No backing chain: golden.raw can be replaced under r2, whose disk keeps its
     bytes; base.qcow2, the backing file of o1's overlay, still may not."""

@@ -352,3 +352,44 @@ def test_handle_over_local_connection(helper_bin, xfs_mount, tmp_path, monkeypat
     assert err.value.argv[:2] == ["reflink-probe", "--"]
     assert str(err.value).startswith("local: provision-helper reflink-probe")
     assert str(tmp_path / "nowhere") in str(err.value)
+
+
+# -- without the helper: plain commands ----------------------------------------------
+
+
+def test_plain_fallback_answers_like_the_helper(helper, xfs_mount, mount_fs):
+    """plain_reflink_probe (cp --reflink=always between two hidden temp files) gives
+    the helper's --nearest answer shape, agrees with it, and leaves nothing behind."""
+    from provisioner.helper import plain_reflink_probe
+
+    conn = LocalConnection()
+    ext4 = mount_fs("ext4")
+    for src, dst in [(xfs_mount / "a" / "b", xfs_mount / "c"), (ext4 / "x", ext4 / "y"),
+                     (xfs_mount / "a", ext4 / "pool")]:
+        plain = plain_reflink_probe(conn, str(src), str(dst))
+        native = helper("reflink-probe", "--nearest", str(src), str(dst)).data
+        keys = ("reflink", "src_fs", "dst_fs", "same_fs", "src_dir", "dst_dir")
+        assert {k: plain[k] for k in keys} == {k: native[k] for k in keys}, (src, dst)
+        if not plain["reflink"]:
+            assert plain["reason"] == native["reason"]
+    assert sorted(os.listdir(xfs_mount)) == [] and os.listdir(ext4) == ["lost+found"]
+
+
+def test_plain_clone_reflink_only_shares_or_fails(xfs_mount, mount_fs):
+    from provisioner.errors import HostError
+    from provisioner.helper import plain_clone
+
+    conn = LocalConnection()
+    src = xfs_mount / "image.raw"
+    src.write_bytes(os.urandom(1 << 20))
+    out = plain_clone(conn, str(src), str(xfs_mount / "disk.raw"), 4 << 20, reflink_only=True)
+    assert out["size"] == 4 << 20
+    frag = subprocess.run(["filefrag", "-v", str(xfs_mount / "disk.raw")], capture_output=True,
+                          text=True, check=True).stdout
+    assert "shared" in frag
+    ext4 = mount_fs("ext4")
+    (ext4 / "image.raw").write_bytes(b"x" * 4096)
+    with pytest.raises(HostError) as err:
+        plain_clone(conn, str(ext4 / "image.raw"), str(ext4 / "disk.raw"), reflink_only=True)
+    assert "cp --reflink=always" in str(err.value)
+    assert sorted(os.listdir(ext4)) == ["image.raw", "lost+found"]  # no temp left

@@ -38,7 +38,7 @@ def test_decide_follows_the_kernels_answer():
     assert decide("overlay", XFS_YES) == ("overlay",
                                           "qcow2 overlay backed by base.qcow2 (clone: overlay)")
     assert decide("auto", {**XFS_YES, "existing": "web1.qcow2"})[0] == "kept"
-    method, why = decide("auto", {"image": "x", "helper_missing": "no compiler on the host"})
+    method, why = decide("auto", {"image": "x", "unchecked": "no compiler on the host"})
     assert method == "overlay" and "no compiler on the host" in why
     assert decide("auto", None)[0] == "overlay"  # nothing read: never a promise of reflink
 
@@ -46,7 +46,7 @@ def test_decide_follows_the_kernels_answer():
 def test_reflink_obstacle_names_the_reason():
     assert reflink_obstacle(XFS_YES) is None
     assert reflink_obstacle(EXT4_NO) == "ext4 has no reflink"
-    assert "cannot find" in reflink_obstacle({"helper_missing": "cannot find /x on the host"})
+    assert "cannot find" in reflink_obstacle({"unchecked": "cannot find /x on the host"})
 
 
 def test_a_create_carries_the_choice_in_after_and_notes():
