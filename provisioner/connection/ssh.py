@@ -221,7 +221,7 @@ class SshConnection(Connection):
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 raise Unreachable(self.host, f"cannot open an SSH channel: {exc}") from None
             try:
-                chan.exec_command(command)
+                self._exec(chan, command, timeout)
                 if stdin:
                     chan.sendall(stdin)
                 chan.shutdown_write()
@@ -230,6 +230,25 @@ class SshConnection(Connection):
                 raise Unreachable(self.host, f"connection lost while running {argv[0]}: {exc}") from None
             finally:
                 chan.close()
+
+    def _exec(self, chan: paramiko.Channel, command: str, timeout: float | None) -> None:
+        """chan.exec_command, bounded. paramiko waits for the server's reply to
+        the exec request without a timeout, so a link cut between opening the
+        channel and that reply (the transport still looks alive) would hang
+        the run for good: a timer closes the channel instead, which ends the
+        wait with an error. The same limit bounds sending stdin."""
+        chan.settimeout(timeout)
+        limits = [t for t in (timeout, self.options.connect_timeout) if t]
+        if not limits:
+            chan.exec_command(command)
+            return
+        timer = threading.Timer(min(limits), chan.close)
+        timer.daemon = True
+        timer.start()
+        try:
+            chan.exec_command(command)
+        finally:
+            timer.cancel()
 
     def _collect(self, chan: paramiko.Channel, timeout: float | None,
                  argv: Sequence[str]) -> Result:
@@ -276,6 +295,8 @@ class SshConnection(Connection):
         with self._lock:
             if self._sftp is None:
                 self._sftp = paramiko.SFTPClient.from_transport(transport)
+                # SFTP requests wait for their replies without a limit otherwise
+                self._sftp.get_channel().settimeout(self.options.command_timeout)
             return self._sftp
 
     def put(self, path: str, data: bytes, *, mode: int | None = None) -> None:
